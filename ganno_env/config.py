@@ -1,0 +1,149 @@
+"""The env's keyword arguments, checked up front.
+
+Every check raises `ValueError` naming the key, the bad value and what is allowed, before
+any data is loaded or any network is built.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ganno_env.conditions import (
+    Condition,
+    check_condition_values,
+    get_condition,
+)
+from ganno_env.engine import OPTIMIZERS
+from ganno_env.tasks import Task, get_task
+
+ACTION_MODES = ("discrete", "continuous")
+REWARD_MODES = ("log_improvement", "final")
+RENDER_MODES = (None, "ansi")
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """All settings of a `layerwise_lr` env. See the env module's docstring for each key."""
+
+    task: str | Task = "digits_mlp"
+    conditions: str | Mapping[str, Any] = "train"
+    initial_lr: float | Sequence[float] | None = None
+    population: int = 1
+    max_cycles: int = 40
+    interval: int = 25
+    lr_factors: Sequence[float] = (0.5, 0.8, 1.0, 1.25, 2.0)
+    lr_bounds: Sequence[float] = (1e-7, 10.0)
+    action_mode: str = "discrete"
+    reward: str = "log_improvement"
+    divergence_factor: float = 10.0
+    max_layers: int | None = None
+    device: str = "cpu"
+    render_mode: str | None = None
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    data_dir: str | None = None
+    val_limit: int | None = 1000
+
+    def __post_init__(self) -> None:
+        _check_int("population", self.population, 1)
+        _check_int("max_cycles", self.max_cycles, 1)
+        _check_int("interval", self.interval, 1)
+        if self.max_layers is not None:
+            _check_int("max_layers", self.max_layers, 1)
+        if self.val_limit is not None:
+            _check_int("val_limit", self.val_limit, 1)
+        factors = self.lr_factors
+        if (
+            isinstance(factors, (str, bytes))
+            or not isinstance(factors, Sequence)
+            or len(factors) < 1
+            or not all(_positive(f) for f in factors)
+        ):
+            raise ValueError(
+                f"lr_factors={factors!r}; allowed: a non-empty sequence of finite numbers > 0"
+            )
+        bounds = self.lr_bounds
+        if (
+            isinstance(bounds, (str, bytes))
+            or not isinstance(bounds, Sequence)
+            or len(bounds) != 2
+            or not all(_positive(b) for b in bounds)
+            or not bounds[0] < bounds[1]
+        ):
+            raise ValueError(
+                f"lr_bounds={bounds!r}; allowed: (low, high) with 0 < low < high, both finite"
+            )
+        _check_choice("action_mode", self.action_mode, ACTION_MODES)
+        _check_choice("reward", self.reward, REWARD_MODES)
+        _check_choice("render_mode", self.render_mode, RENDER_MODES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        if not _number(self.divergence_factor) or not self.divergence_factor > 1.0:
+            raise ValueError(
+                f"divergence_factor={self.divergence_factor!r}; allowed: a finite number > 1"
+            )
+        if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum={self.momentum!r}; allowed: a number in [0, 1)")
+        if self.initial_lr is not None:
+            check_condition_values({"initial_lr": self.initial_lr}, "initial_lr")
+        check_device(self.device)
+        if not isinstance(self.task, (str, Task)):
+            raise ValueError(f"task={self.task!r}; allowed: a task name or a ganno_env.Task")
+        get_task(self.task)
+        if not isinstance(self.conditions, (str, Mapping)):
+            raise ValueError(
+                f"conditions={self.conditions!r}; allowed: a condition name or a dict of values"
+            )
+        if isinstance(self.conditions, str):
+            get_condition(self.conditions)
+        else:
+            check_condition_values(self.conditions)
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ValueError(f"data_dir={self.data_dir!r}; allowed: a folder path (str) or None")
+
+    def condition(self) -> Condition:
+        """The condition episodes are drawn from (a dict becomes a fixed condition)."""
+        if isinstance(self.conditions, str):
+            return get_condition(self.conditions)
+        return Condition("custom", dict(self.conditions))
+
+
+def check_device(device: Any) -> None:
+    """A device string torch understands and this machine has."""
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device={device!r}; allowed: 'cpu', 'cuda', 'cuda:N'")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device={device!r}; allowed: 'cpu', 'cuda', 'cuda:N'") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={device!r}; allowed: 'cpu', 'cuda', 'cuda:N'")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r}, but torch finds no CUDA device; use 'cpu'")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}; allowed indices: 0..{torch.cuda.device_count() - 1}"
+            )
+
+
+def _check_int(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key}={value!r}; allowed: an int >= {low}")
+
+
+def _check_choice(key: str, value: Any, allowed: tuple) -> None:
+    if not any(value == a and type(value) is type(a) for a in allowed):
+        raise ValueError(f"{key}={value!r}; allowed: {allowed}")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and value > 0

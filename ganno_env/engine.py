@@ -1,0 +1,290 @@
+"""The inner training engine: a population of independent networks trained in lockstep.
+
+This is the only module that knows how a population is batched. Every parameter is held
+stacked as one [N, ...] tensor, so one forward, one `autograd.grad` and a few fused
+`torch._foreach_*` calls train all N networks per step:
+
+* MLPs (our `MLP` class) run hand-batched: `torch.baddbmm` over the population axis.
+* Any other `nn.Module` (CNNs, user models) runs through `torch.func.functional_call`
+  under `torch.vmap`.
+
+Networks never mix: the loss summed over the population has, for each network's
+parameters, exactly that network's gradient. Each network draws its initial weights and its
+minibatch order from its own seed, so network i of a population follows the same
+trajectory as a population of one with that seed (up to float rounding).
+
+Inside `train` nothing reads a value back to the host, so on CUDA an interval runs without
+synchronising; statistics are reduced once per interval.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganno_env.datasets import DataSplits
+from ganno_env.features import LayerStats, layer_statistics
+from ganno_env.models import MLP, init_parameters, layer_groups
+
+OPTIMIZERS = ("sgd", "adam")
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+class PopulationTrainer:
+    """N copies of one architecture, each with its own seed, init scale and per-layer LRs."""
+
+    def __init__(
+        self,
+        modules: Sequence[nn.Module],
+        data: DataSplits,
+        batch_size: int,
+        data_seeds: Sequence[int],
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        device: str | torch.device = "cpu",
+        val_limit: int | None = None,
+    ):
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
+        self.n = len(modules)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.classification = data.kind == "classification"
+
+        self.groups = layer_groups(modules[0])
+        self.num_layers = len(self.groups)
+        self.names = [name for group in self.groups for name in group]
+        self.param_layer = [j for j, group in enumerate(self.groups) for _ in group]
+        per_module = [dict(m.named_parameters()) for m in modules]
+        self.params = [
+            torch.stack([p[name].detach() for p in per_module])
+            .to(self.device, torch.float32)
+            .requires_grad_(True)
+            for name in self.names
+        ]
+        self._template = copy.deepcopy(modules[0]).to(self.device)
+        self._fast_mlp = isinstance(modules[0], MLP)
+
+        flat = self._fast_mlp
+        self.x_train = _inputs(data.x_train, flat, self.device)
+        self.y_train = data.y_train.to(self.device)
+        val_end = len(data.x_val) if val_limit is None else min(val_limit, len(data.x_val))
+        self.x_val = _inputs(data.x_val[:val_end], flat, self.device)
+        self.y_val = data.y_val[:val_end].to(self.device)
+        self.x_test = _inputs(data.x_test, flat, self.device)
+        self.y_test = data.y_test.to(self.device)
+
+        self._orders = [torch.Generator().manual_seed(int(s)) for s in data_seeds]
+        self._queues: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * self.n
+        self._carry: torch.Tensor | None = None  # a batch peeked at by `probe`
+        self._buffers = [torch.zeros_like(p) for p in self.params]
+        self._second = [torch.zeros_like(p) for p in self.params] if optimizer == "adam" else []
+        self._adam_steps = 0
+        self._active = torch.ones(self.n, device=self.device)
+        self._previous_mean_grad: list[list[torch.Tensor]] | None = None
+        self.steps_done = 0
+
+    @classmethod
+    def build(
+        cls,
+        make_module,
+        data: DataSplits,
+        batch_size: int,
+        seeds: Sequence[int],
+        init_scales: Sequence[float],
+        **kwargs,
+    ) -> PopulationTrainer:
+        """Build the population from a module factory; network i depends only on seeds[i]."""
+        modules, data_seeds = [], []
+        for seed, scale in zip(seeds, init_scales):
+            init_seed, data_seed = np.random.SeedSequence(int(seed)).generate_state(2)
+            module = make_module()
+            init_parameters(module, torch.Generator().manual_seed(int(init_seed)), scale)
+            modules.append(module)
+            data_seeds.append(int(data_seed))
+        return cls(modules, data, batch_size, data_seeds, **kwargs)
+
+    # ----------------------------------------------------------------- training
+    def probe(self) -> tuple[torch.Tensor, LayerStats]:
+        """Loss [N] and statistics of the next minibatch's gradient, without updating.
+
+        The batch is kept and used as the first one of the next `train` call, as an
+        ordinary loop would compute a gradient and then step on it.
+        """
+        self._carry = self._take_batches(1)
+        losses = self._losses(self.params, *self._batch(self._carry[0]))
+        grads = torch.autograd.grad(losses.sum(), self.params)
+        with torch.no_grad():
+            grads = self._masked(grads)
+            sq = [g * g for g in grads]
+            stats = layer_statistics(
+                self._by_layer(self.params), None, self._by_layer(grads),
+                self._by_layer(sq), None, 1,
+            )  # fmt: skip
+        return losses.detach(), stats
+
+    def train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
+        """Run `steps` optimiser steps with per-network, per-layer LRs `lrs` [N, L].
+
+        Returns the mean train loss of each network over the interval [N] and the
+        interval's per-layer statistics.
+        """
+        lrs = lrs.to(self.device, torch.float32) * self._active[:, None]
+        lr_views = [lrs[:, j].view(-1, *[1] * (p.dim() - 1)) for p, j in self._layered()]
+        batches = self._take_batches(steps)
+        with torch.no_grad():
+            start = [p.detach().clone() for p in self.params]
+        grad_sum = [torch.zeros_like(p) for p in self.params]
+        grad_sq_sum = [torch.zeros_like(p) for p in self.params]
+        loss_sum = torch.zeros(self.n, device=self.device)
+        for t in range(steps):
+            losses = self._losses(self.params, *self._batch(batches[t]))
+            grads = torch.autograd.grad(losses.sum(), self.params)
+            with torch.no_grad():
+                loss_sum += losses.detach()
+                torch._foreach_add_(grad_sum, grads)
+                torch._foreach_addcmul_(grad_sq_sum, grads, grads)
+                self._apply(list(grads), lr_views)
+        self.steps_done += steps
+        with torch.no_grad():
+            self._zero_inactive()
+            grad_sum = self._masked(grad_sum)
+            stats = layer_statistics(
+                self._by_layer(self.params), self._by_layer(start), self._by_layer(grad_sum),
+                self._by_layer(grad_sq_sum), self._previous_mean_grad, steps,
+            )  # fmt: skip
+            self._previous_mean_grad = self._by_layer([g / steps for g in grad_sum])
+        return loss_sum / steps, stats
+
+    def _apply(self, grads: list[torch.Tensor], lr_views: list[torch.Tensor]) -> None:
+        """One optimiser step for every network: SGD (with momentum) or Adam."""
+        if self.optimizer == "adam":
+            b1, b2 = ADAM_BETAS
+            self._adam_steps += 1
+            torch._foreach_lerp_(self._buffers, grads, 1.0 - b1)
+            torch._foreach_mul_(self._second, b2)
+            torch._foreach_addcmul_(self._second, grads, grads, value=1.0 - b2)
+            correction1 = 1.0 - b1**self._adam_steps
+            correction2 = 1.0 - b2**self._adam_steps
+            denom = torch._foreach_sqrt(self._second)
+            torch._foreach_div_(denom, correction2**0.5)
+            torch._foreach_add_(denom, ADAM_EPS)
+            step = torch._foreach_div(self._buffers, denom)
+            torch._foreach_addcmul_(self.params, step, lr_views, value=-1.0 / correction1)
+        elif self.momentum > 0.0:
+            torch._foreach_mul_(self._buffers, self.momentum)
+            torch._foreach_add_(self._buffers, grads)
+            torch._foreach_addcmul_(self.params, self._buffers, lr_views, value=-1.0)
+        else:
+            torch._foreach_addcmul_(self.params, grads, lr_views, value=-1.0)
+
+    def freeze(self, networks: np.ndarray) -> None:
+        """Stop training these networks (diverged): zero their weights so no NaN lingers."""
+        mask = torch.as_tensor(np.asarray(networks, dtype=bool), device=self.device)
+        self._active = torch.where(mask, torch.zeros_like(self._active), self._active)
+        with torch.no_grad():
+            self._zero_inactive()
+
+    def _zero_inactive(self) -> None:
+        keep = self._active > 0
+        for tensors in (self.params, self._buffers, self._second):
+            for t in tensors:
+                t.copy_(torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, 0.0))
+
+    # --------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Loss [N] and accuracy [N] (None for regression) on the val or test split."""
+        x, y = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
+        out = self._forward(self.params, x, shared=True)
+        y = y.expand(self.n, *y.shape)
+        losses = self._loss_from_outputs(out, y)
+        if not self.classification:
+            return losses, None
+        accuracy = (out.argmax(-1) == y).float().mean(1)
+        return losses, accuracy
+
+    # ------------------------------------------------------------------ helpers
+    def _losses(self, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self._loss_from_outputs(self._forward(params, x, shared=False), y)
+
+    def _loss_from_outputs(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.classification:
+            flat = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
+            return flat.view(self.n, -1).mean(1)
+        return (out - y).square().flatten(1).mean(1)
+
+    def _forward(self, params, x: torch.Tensor, shared: bool) -> torch.Tensor:
+        """Outputs [N, B, ...]; `shared` means x [B, ...] is the same for every network."""
+        if self._fast_mlp:
+            h = x
+            last = len(params) // 2 - 1
+            for j in range(last + 1):
+                weight, bias = params[2 * j], params[2 * j + 1]
+                if shared and j == 0:
+                    h = torch.matmul(h, weight.transpose(1, 2)) + bias[:, None, :]
+                else:
+                    h = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))
+                if j < last:
+                    h = torch.relu(h)
+            return h
+        names, template = self.names, self._template
+
+        def one_network(network_params, inputs):
+            return torch.func.functional_call(template, dict(zip(names, network_params)), inputs)
+
+        return torch.vmap(one_network, in_dims=(0, None if shared else 0))(tuple(params), x)
+
+    def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x_train[indices], self.y_train[indices]
+
+    def _take_batches(self, steps: int) -> torch.Tensor:
+        """Minibatch indices [steps, N, B]: each network walks its own reshuffled epochs."""
+        carry, self._carry = self._carry, None
+        fresh = steps - (0 if carry is None else 1)
+        need = fresh * self.batch_size
+        size = len(self.x_train)
+        rows = []
+        for i in range(self.n):
+            queue = self._queues[i]
+            while len(queue) < need:
+                queue = torch.cat([queue, torch.randperm(size, generator=self._orders[i])])
+            rows.append(queue[:need])
+            self._queues[i] = queue[need:]
+        batches = torch.stack(rows).view(self.n, fresh, self.batch_size).transpose(0, 1)
+        batches = batches.to(self.device)
+        return batches if carry is None else torch.cat([carry, batches])
+
+    def _by_layer(self, tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+        layers: list[list[torch.Tensor]] = [[] for _ in range(self.num_layers)]
+        for tensor, j in zip(tensors, self.param_layer):
+            layers[j].append(tensor)
+        return layers
+
+    def _layered(self):
+        return zip(self.params, self.param_layer)
+
+    def _masked(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        keep = self._active > 0
+        return [torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, 0.0) for t in tensors]
+
+    def module(self, i: int) -> nn.Module:
+        """Network i as an ordinary nn.Module (a copy of its current weights)."""
+        module = copy.deepcopy(self._template)
+        with torch.no_grad():
+            for name, p in zip(self.names, self.params):
+                module.get_parameter(name).copy_(p[i])
+        return module
+
+
+def _inputs(x: torch.Tensor, flat: bool, device: torch.device) -> torch.Tensor:
+    x = x.to(device, torch.float32)
+    return x.reshape(len(x), -1) if flat else x

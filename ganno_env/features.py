@@ -1,0 +1,156 @@
+"""Observation features: what each layer's agent sees of its own training dynamics.
+
+One implementation serves the env and the LR scheduler: `layer_statistics` reduces an
+interval's accumulated gradients and weights to per-layer numbers, and
+`observation_features` turns them into the clipped float32 vectors the agents read.
+Every tensor here has a leading population axis N (use N=1 for a single network).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+FEATURES_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    low: float
+    high: float
+    doc: str
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("log10_lr", -8.0, 2.0, "log10 of the layer's current learning rate"),
+    Feature("log10_weight_rms", -8.0, 4.0, "log10 RMS of the layer's weights and bias"),
+    Feature("log10_grad_rms", -10.0, 4.0, "log10 RMS of the per-step gradients this interval"),
+    Feature(
+        "log10_update_ratio", -10.0, 2.0, "log10 of |weights change this interval| / |weights|"
+    ),
+    Feature("grad_cosine", -1.0, 1.0, "cosine between this and the last interval's mean grad"),
+    Feature("grad_noise_ratio", 0.0, 1.0, "share of the per-step gradient energy that is noise"),
+    Feature("relative_depth", 0.0, 1.0, "layer index / (layers - 1): 0 = input, 1 = output"),
+    Feature("log_train_loss_ratio", -10.0, 5.0, "ln(mean train loss this interval / initial)"),
+    Feature("log_val_loss_ratio", -10.0, 5.0, "ln(val loss / initial val loss)"),
+    Feature("val_log_change", -10.0, 10.0, "ln(val loss) - ln(last interval's val loss)"),
+    Feature("progress", 0.0, 1.0, "decisions taken / max_cycles"),
+    Feature("last_log_factor", -5.0, 5.0, "ln of the LR factor this layer last chose"),
+)
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+OBS_LOW = np.array([f.low for f in FEATURES], dtype=np.float32)
+OBS_HIGH = np.array([f.high for f in FEATURES], dtype=np.float32)
+_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Per-network, per-layer statistics of one interval; each a [N, L] tensor."""
+
+    weight_rms: torch.Tensor
+    grad_rms: torch.Tensor
+    update_ratio: torch.Tensor
+    grad_cosine: torch.Tensor
+    noise_ratio: torch.Tensor
+
+
+def layer_statistics(
+    layers: list[list[torch.Tensor]],
+    start: list[list[torch.Tensor]] | None,
+    grad_sum: list[list[torch.Tensor]],
+    grad_sq_sum: list[list[torch.Tensor]],
+    previous_mean_grad: list[list[torch.Tensor]] | None,
+    steps: int,
+) -> LayerStats:
+    """Reduce one interval to per-layer statistics.
+
+    Arguments are lists over layers of lists of [N, ...] tensors: the weights now, the
+    weights at the start of the interval (None: no update yet), the sum and the elementwise
+    sum of squares of the per-step gradients, and the last interval's mean gradient.
+    """
+    weight_sq, grad_sq, mean_sq, update_sq, energy, cos_dot, prev_sq = ([] for _ in range(7))
+    numel = []
+    for j, params in enumerate(layers):
+        mean_grad = [g / steps for g in grad_sum[j]]
+        numel.append(sum(p[0].numel() for p in params))
+        weight_sq.append(_sum_sq(params))
+        energy.append(sum(_per_net(s) for s in grad_sq_sum[j]) / steps)
+        mean_sq.append(_sum_sq(mean_grad))
+        update_sq.append(
+            _sum_sq([p - s for p, s in zip(params, start[j])])
+            if start is not None
+            else torch.zeros_like(weight_sq[-1])
+        )
+        if previous_mean_grad is not None:
+            cos_dot.append(sum(_per_net(a * b) for a, b in zip(mean_grad, previous_mean_grad[j])))
+            prev_sq.append(_sum_sq(previous_mean_grad[j]))
+    weight_sq, energy, mean_sq, update_sq = map(torch.stack, (weight_sq, energy, mean_sq, update_sq))
+    count = torch.tensor(numel, dtype=weight_sq.dtype, device=weight_sq.device)
+    if previous_mean_grad is not None:
+        cosine = torch.stack(cos_dot) / (mean_sq.sqrt() * torch.stack(prev_sq).sqrt() + _TINY)
+    else:
+        cosine = torch.zeros_like(mean_sq)
+    noise = 1.0 - mean_sq / (energy + _TINY) if steps > 1 else torch.zeros_like(mean_sq)
+    return LayerStats(
+        weight_rms=(weight_sq.T / count).sqrt(),
+        grad_rms=(energy.T / count).sqrt(),
+        update_ratio=(update_sq / (weight_sq + _TINY)).sqrt().T,
+        grad_cosine=cosine.T.clamp(-1.0, 1.0),
+        noise_ratio=noise.T.clamp(0.0, 1.0),
+    )
+
+
+def observation_features(
+    lrs: np.ndarray,
+    stats: LayerStats,
+    train_loss_ratio: np.ndarray,
+    val_loss_ratio: np.ndarray,
+    val_log_change: np.ndarray,
+    progress: float,
+    last_log_factor: np.ndarray,
+) -> np.ndarray:
+    """Observations [N, L, F] (float32, finite, within `OBS_LOW`/`OBS_HIGH`).
+
+    `lrs` and `last_log_factor` are [N, L]; the loss arguments are [N] and shared by all
+    layers of a network. Non-finite inputs (a diverged network) map to the bounds.
+    """
+    lrs = np.asarray(lrs, dtype=np.float64)
+    n, num_layers = lrs.shape
+    per_layer = {
+        name: value.detach().to("cpu", torch.float64).numpy()
+        for name, value in vars(stats).items()
+    }
+    depth = np.arange(num_layers) / max(num_layers - 1, 1)
+
+    def shared(values: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.asarray(values, dtype=np.float64)[:, None], (n, num_layers))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        columns = [
+            np.log10(lrs),
+            np.log10(per_layer["weight_rms"]),
+            np.log10(per_layer["grad_rms"]),
+            np.log10(per_layer["update_ratio"]),
+            per_layer["grad_cosine"],
+            per_layer["noise_ratio"],
+            np.broadcast_to(depth, (n, num_layers)),
+            shared(np.log(train_loss_ratio)),
+            shared(np.log(val_loss_ratio)),
+            shared(val_log_change),
+            np.full((n, num_layers), progress),
+            np.asarray(last_log_factor, dtype=np.float64),
+        ]
+    obs = np.stack(columns, axis=-1)
+    obs = np.nan_to_num(obs, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    return np.clip(obs, OBS_LOW, OBS_HIGH).astype(np.float32)
+
+
+def _per_net(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+def _sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return sum(_per_net(t.square()) for t in tensors)

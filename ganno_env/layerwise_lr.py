@@ -1,0 +1,508 @@
+"""# Layerwise learning rates
+
+| Import             | `from ganno_env import layerwise_lr_v0`                           |
+|--------------------|-------------------------------------------------------------------|
+| Registry ids       | `ganno/layerwise_lr-v0`, `ganno/<task>-v0` (e.g. `ganno/digits_mlp-v0`) |
+| Actions            | Discrete(5) (default) or Box(1,) log-factor                       |
+| Parallel API       | Yes                                                               |
+| Agents             | `layer_0 ... layer_{L-1}`; `net{i}_layer{j}` when population > 1 |
+| Observation shape  | (12,) float32                                                     |
+| Observation values | clipped per feature, see below                                    |
+| State shape        | (len(possible_agents) * 12,) float32                              |
+
+One episode is one training run of a small network. Each trainable layer (a Linear or
+Conv, weight and bias together) is an agent that sets its own learning rate. Every
+decision is followed by `interval` optimiser steps; after `max_cycles` decisions the
+episode is truncated. Agents act once before the first update, on statistics of a probe
+gradient, so a huge initial LR can be cut at step 0.
+
+### Observations
+Each agent sees 12 numbers about its own layer and its network, every entry finite and
+clipped to the bounds given:
+
+| # | name                  | bounds      | meaning                                                |
+|---|-----------------------|-------------|--------------------------------------------------------|
+| 0 | log10_lr              | [-8, 2]     | log10 of the layer's LR                                |
+| 1 | log10_weight_rms      | [-8, 4]     | log10 RMS of the layer's weights and bias              |
+| 2 | log10_grad_rms        | [-10, 4]    | log10 RMS of the per-step gradients of the interval   |
+| 3 | log10_update_ratio    | [-10, 2]    | log10 of norm(weight change) / norm(weights)           |
+| 4 | grad_cosine           | [-1, 1]     | cosine of this and the last interval's mean gradient   |
+| 5 | grad_noise_ratio      | [0, 1]      | 1 - norm(mean grad)^2 / mean(norm(grad)^2): noise share |
+| 6 | relative_depth        | [0, 1]      | layer index / (layers - 1)                             |
+| 7 | log_train_loss_ratio  | [-10, 5]    | ln(mean train loss of the interval / initial val loss) |
+| 8 | log_val_loss_ratio    | [-10, 5]    | ln(val loss / initial val loss)                        |
+| 9 | val_log_change        | [-10, 10]   | ln(val loss) - ln(previous val loss)                   |
+| 10| progress              | [0, 1]      | decisions taken / max_cycles                           |
+| 11| last_log_factor       | [-5, 5]     | ln of the LR factor the layer last chose               |
+
+At reset the gradient features come from the probe batch, the update ratio is at its lower
+bound and the cosine 0. `state()` concatenates the observations of all possible agents
+(zeros for agents not in the episode) for centralised critics.
+
+### Actions
+Discrete (default): action k multiplies the layer's LR by `lr_factors[k]`. Continuous
+(`action_mode="continuous"`): a in [ln min(lr_factors), ln max(lr_factors)] multiplies it by
+exp(a). The LR is then clipped to `lr_bounds`. A live agent missing from the action dict
+keeps its LR; an action outside the space, or for an agent not in `agents`, raises
+ValueError.
+
+### Rewards
+Shared by all agents of a network: ln L_val(t-1) - ln L_val(t), so an episode's return is
+ln(L_val(0) / L_val(T)). The loss used is capped at `divergence_factor` x L_val(0); a capped
+or non-finite val loss ends that network's episode (termination) and its weights stop
+training. With `reward="final"` the whole return arrives at the end of the episode. A
+network whose initial val loss is not finite uses 1.0 as L_val(0).
+
+### Infos
+Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`; at
+the end of a network's episode also `test_loss` and `test_accuracy` (classification; 0 for a
+diverged network). All values are finite.
+
+### Arguments
+``parallel_env(task="digits_mlp", conditions="train", initial_lr=None, population=1,
+max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
+action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
+device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
+val_limit=1000)``
+
+* `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
+* `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
+  `"default"`), or a dict of fixed `InitialConditions` fields. A condition's `task` field
+  wins over `task`.
+* `initial_lr`: overrides the condition's initial LR (one number or one per layer).
+* `population`: networks trained in lockstep by one env. Network i draws its conditions
+  from seed `seed + i`; task, width, depth and batch size are network 0's for all.
+* `max_cycles`, `interval`: decisions per episode and optimiser steps per decision.
+* `lr_factors`, `lr_bounds`, `action_mode`: see Actions.
+* `reward`, `divergence_factor`: see Rewards.
+* `max_layers`: size of `possible_agents` per network; default: the deepest network the
+  conditions can produce. A deeper network raises ValueError.
+* `device`: `"cpu"` or `"cuda[:N]"`: where the networks train.
+* `optimizer`, `momentum`: the base optimiser, `"sgd"` (with optional momentum) or
+  `"adam"` (the agents then scale each layer's Adam step size).
+* `data_dir`: folder of local dataset files (MNIST, Fashion-MNIST, CIFAR-10 tasks).
+* `val_limit`: val examples used for rewards and observations (the first ones of the
+  fixed val split), to bound the cost of evaluating every interval.
+
+`reset(seed=..., options=...)`: options may fix condition fields for one episode
+(`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
+
+### Version History
+* v0: initial release.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from pettingzoo import ParallelEnv
+from pettingzoo.utils import parallel_to_aec, wrappers
+
+from ganno_env.conditions import (
+    InitialConditions,
+    check_condition_values,
+    layer_lrs,
+    make_conditions,
+    support,
+    with_defaults,
+)
+from ganno_env.config import EnvConfig
+from ganno_env.engine import PopulationTrainer
+from ganno_env.features import FEATURES, OBS_HIGH, OBS_LOW, observation_features
+from ganno_env.models import layer_groups
+from ganno_env.tasks import Task, get_task
+
+SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
+
+
+class raw_env(ParallelEnv):
+    """Per-layer learning-rate control of a population of training networks."""
+
+    metadata = {"name": "layerwise_lr_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+
+    def __init__(self, **kwargs: Any):
+        self.config = EnvConfig(**kwargs)
+        self.render_mode = self.config.render_mode
+        self._condition = self.config.condition()
+        self._task = self._with_data_dir(get_task(self.config.task))
+        self._check_tasks_available()
+        needed = self._deepest_network()
+        if self.config.max_layers is not None and self.config.max_layers < needed:
+            raise ValueError(
+                f"max_layers={self.config.max_layers}; the conditions can produce networks of "
+                f"{needed} layers: allowed: max_layers >= {needed}"
+            )
+        self.max_layers = self.config.max_layers or needed
+        n = self.config.population
+        self.possible_agents = [
+            self._agent_id(i, j) for i in range(n) for j in range(self.max_layers)
+        ]
+        self.agents: list[str] = []
+        self._obs_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
+        factors = np.asarray(self.config.lr_factors, dtype=np.float64)
+        if self.config.action_mode == "discrete":
+            self._action_space = spaces.Discrete(len(factors))
+        else:
+            low, high = np.log(factors.min()), np.log(factors.max())
+            self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
+        self._factors = factors
+        self.observation_spaces = {a: self._obs_space for a in self.possible_agents}
+        self.action_spaces = {a: self._action_space for a in self.possible_agents}
+        count = len(self.possible_agents)
+        self.state_space = spaces.Box(
+            np.tile(OBS_LOW, count), np.tile(OBS_HIGH, count), dtype=np.float32
+        )
+        self.np_random, _ = seeding.np_random(None)
+        self.trainer: PopulationTrainer | None = None
+        self.episode_conditions: list[InitialConditions] = []
+
+    # ------------------------------------------------------------------ spaces
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_space
+
+    def action_space(self, agent: str) -> spaces.Space:
+        return self._action_space
+
+    # ------------------------------------------------------------------- reset
+    def reset(
+        self, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        if seed is not None:
+            self.np_random, _ = seeding.np_random(seed)
+            base_seed = int(seed)
+        else:
+            base_seed = int(self.np_random.integers(2**31 - 1))
+        conditions = self._episode_conditions(base_seed, options or {})
+        first = conditions[0]
+        task = self._resolve_task(first.task)
+        data = task.load_data()
+        n = self.config.population
+        self.trainer = PopulationTrainer.build(
+            lambda: task.build_model(first.width, first.depth, data),
+            data,
+            batch_size=first.batch_size,
+            seeds=[c.seed for c in conditions],
+            init_scales=[c.init_scale for c in conditions],
+            optimizer=self.config.optimizer,
+            momentum=self.config.momentum,
+            device=self.config.device,
+            val_limit=self.config.val_limit,
+        )
+        num_layers = self.trainer.num_layers
+        if num_layers > self.max_layers:
+            raise ValueError(
+                f"the episode's network has {num_layers} layers; max_layers={self.max_layers}: "
+                f"allowed: networks of at most max_layers layers"
+            )
+        self.num_layers = num_layers
+        self.episode_conditions = conditions
+        low, high = self.config.lr_bounds
+        self.lrs = np.clip([layer_lrs(c.initial_lr, num_layers) for c in conditions], low, high)
+        self.last_log_factor = np.zeros((n, num_layers))
+        self.num_moves = 0
+        self.inner_steps = 0
+
+        probe_losses, stats = self.trainer.probe()
+        val_loss, _ = self.trainer.evaluate("val")
+        val_loss = val_loss.cpu().numpy().astype(np.float64)
+        self.initial_val_loss = np.where(np.isfinite(val_loss) & (val_loss > 0), val_loss, 1.0)
+        self.cap = self.config.divergence_factor * self.initial_val_loss
+        self.val_loss = np.minimum(self.initial_val_loss, self.cap)
+        self.train_loss = self._safe(probe_losses.detach().cpu().numpy())
+        self.diverged = np.zeros(n, dtype=bool)
+        self.done = np.zeros(n, dtype=bool)
+        self.layer_stats = stats
+        ones = np.ones(n)
+        obs = observation_features(
+            self.lrs, stats, self.train_loss / self.initial_val_loss, ones, 0 * ones, 0.0,
+            self.last_log_factor,
+        )  # fmt: skip
+        self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
+        self._observations = self._per_agent(obs)
+        infos = {a: self._info(a) for a in self.agents}
+        return dict(self._observations), infos
+
+    # -------------------------------------------------------------------- step
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if self.trainer is None or not self.agents:
+            raise RuntimeError("step() called before reset() or after the episode ended")
+        factors = self._factors_from(actions)
+        n = self.config.population
+        live = ~self.done
+
+        # apply actions
+        low, high = self.config.lr_bounds
+        self.lrs = np.where(live[:, None], np.clip(self.lrs * factors, low, high), self.lrs)
+        self.last_log_factor = np.log(factors)
+
+        # train one interval, then measure
+        lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
+        train_loss, stats = self.trainer.train(lrs, self.config.interval)
+        val_loss, _ = self.trainer.evaluate("val")
+        val_loss = val_loss.cpu().numpy().astype(np.float64)
+        train_loss = train_loss.cpu().numpy().astype(np.float64)
+        self.num_moves += 1
+        self.inner_steps += self.config.interval
+        self.layer_stats = stats
+
+        # reward: improvement of the capped val loss
+        diverged_now = live & (~np.isfinite(val_loss) | (val_loss >= self.cap))
+        capped = np.where(np.isfinite(val_loss), np.minimum(val_loss, self.cap), self.cap)
+        capped = np.where(live, capped, self.val_loss)
+        previous = self.val_loss
+        self.val_loss = capped
+        self.train_loss = np.where(live, self._safe(train_loss), self.train_loss)
+        self.diverged |= diverged_now
+        truncated_now = live & ~diverged_now & (self.num_moves >= self.config.max_cycles)
+        finished = diverged_now | truncated_now
+        if self.config.reward == "log_improvement":
+            reward = np.log(previous) - np.log(capped)
+        else:
+            reward = np.where(finished, np.log(self.initial_val_loss) - np.log(capped), 0.0)
+        reward = np.where(live, reward, 0.0)
+
+        # episode ends: test metrics first, then stop diverged networks
+        self.test_loss = self.test_accuracy = None
+        if finished.any():
+            self._measure_test()
+        if diverged_now.any():
+            self.trainer.freeze(diverged_now)
+        self.done |= finished
+
+        obs = observation_features(
+            self.lrs, stats, self.train_loss / self.initial_val_loss,
+            self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous),
+            self.num_moves / self.config.max_cycles, self.last_log_factor,
+        )  # fmt: skip
+        self._observations = self._per_agent(obs)
+        agents = self.agents
+        observations = {a: self._observations[a] for a in agents}
+        rewards = {a: float(reward[self._network(a)]) for a in agents}
+        terminations = {a: bool(diverged_now[self._network(a)]) for a in agents}
+        truncations = {a: bool(truncated_now[self._network(a)]) for a in agents}
+        infos = {a: self._info(a, finished[self._network(a)]) for a in agents}
+        self.agents = [a for a in agents if not finished[self._network(a)]]
+        return observations, rewards, terminations, truncations, infos
+
+    # ----------------------------------------------------------- global state
+    def state(self) -> np.ndarray:
+        size = len(FEATURES)
+        state = np.zeros(len(self.possible_agents) * size, dtype=np.float32)
+        for k, agent in enumerate(self.possible_agents):
+            if agent in self.agents and agent in self._observations:
+                state[k * size : (k + 1) * size] = self._observations[agent]
+        return state
+
+    def render(self) -> str | None:
+        if self.render_mode is None:
+            return None
+        if self.trainer is None:
+            return "layerwise_lr: call reset() first\n"
+        stats = self.layer_stats
+        grad = stats.grad_rms.cpu().numpy()
+        ratio = stats.update_ratio.cpu().numpy()
+        lines = [f"decision {self.num_moves}/{self.config.max_cycles}, step {self.inner_steps}"]
+        for i in range(self.config.population):
+            state = "diverged" if self.diverged[i] else ("done" if self.done[i] else "training")
+            lines.append(
+                f"net {i}: train loss {self.train_loss[i]:.4f}  val loss {self.val_loss[i]:.4f}"
+                f"  ({state})"
+            )
+            lines.append(f"  {'layer':<8}{'lr':>11}{'grad rms':>11}{'update/w':>11}")
+            for j in range(self.num_layers):
+                lines.append(
+                    f"  {j:<8}{self.lrs[i, j]:>11.3g}{grad[i, j]:>11.3g}{ratio[i, j]:>11.3g}"
+                )
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        self.trainer = None
+
+    # ---------------------------------------------------------------- helpers
+    def _agent_id(self, network: int, layer: int) -> str:
+        if self.config.population == 1:
+            return f"layer_{layer}"
+        return f"net{network}_layer{layer}"
+
+    @functools.cached_property
+    def _agent_index(self) -> dict[str, tuple[int, int]]:
+        n = self.config.population
+        return {
+            self._agent_id(i, j): (i, j) for i in range(n) for j in range(self.max_layers)
+        }
+
+    def _network(self, agent: str) -> int:
+        return self._agent_index[agent][0]
+
+    def _per_agent(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {
+            self._agent_id(i, j): obs[i, j]
+            for i in range(obs.shape[0])
+            for j in range(obs.shape[1])
+        }
+
+    def _factors_from(self, actions: dict[str, Any]) -> np.ndarray:
+        """LR factors [N, L] from an action dict; ValueError on anything outside the space."""
+        factors = np.ones((self.config.population, self.num_layers))
+        live = set(self.agents)
+        for agent, action in actions.items():
+            if action is None:
+                continue
+            if agent not in live:
+                raise ValueError(f"action for agent {agent!r}, which is not live; live: {live}")
+            i, j = self._agent_index[agent]
+            factors[i, j] = self._factor(agent, action)
+        return factors
+
+    def _factor(self, agent: str, action: Any) -> float:
+        if self.config.action_mode == "discrete":
+            value = np.asarray(action)
+            k = len(self._factors)
+            if (
+                value.size != 1
+                or not np.issubdtype(value.dtype, np.integer)
+                or not 0 <= int(value.reshape(())) < k
+            ):
+                raise ValueError(
+                    f"action {action!r} for {agent!r}; allowed: an int in [0, {k - 1}]"
+                )
+            return float(self._factors[int(value.reshape(()))])
+        value = np.asarray(action, dtype=np.float64).reshape(-1)
+        space = self._action_space
+        if value.size != 1 or not np.isfinite(value[0]):
+            raise ValueError(f"action {action!r} for {agent!r}; allowed: one finite number")
+        if not space.low[0] - 1e-6 <= value[0] <= space.high[0] + 1e-6:
+            raise ValueError(
+                f"action {action!r} for {agent!r}; allowed: [{space.low[0]:.4f}, "
+                f"{space.high[0]:.4f}] (ln of the LR factor)"
+            )
+        return float(np.exp(np.clip(value[0], space.low[0], space.high[0])))
+
+    def _measure_test(self) -> None:
+        loss, accuracy = self.trainer.evaluate("test")
+        loss = loss.cpu().numpy().astype(np.float64)
+        cap = self.config.divergence_factor * self.initial_val_loss
+        ok = np.isfinite(loss) & ~self.diverged
+        self.test_loss = np.where(ok, np.minimum(loss, cap), cap)
+        if accuracy is not None:
+            self.test_accuracy = np.where(ok, accuracy.cpu().numpy(), 0.0)
+
+    def _info(self, agent: str, finished: bool = False) -> dict[str, Any]:
+        i, j = self._agent_index[agent]
+        info = {
+            "lr": float(self.lrs[i, j]),
+            "train_loss": float(self.train_loss[i]),
+            "val_loss": float(self.val_loss[i]),
+            "diverged": bool(self.diverged[i]),
+            "network": i,
+            "layer": j,
+            "inner_steps": self.inner_steps,
+        }
+        if finished and self.test_loss is not None:
+            info["test_loss"] = float(self.test_loss[i])
+            if self.test_accuracy is not None:
+                info["test_accuracy"] = float(self.test_accuracy[i])
+        return info
+
+    def _safe(self, losses: np.ndarray) -> np.ndarray:
+        """Losses for infos and features: non-finite or huge values become the cap."""
+        losses = np.asarray(losses, dtype=np.float64)
+        return np.where(np.isfinite(losses), np.minimum(losses, self.cap), self.cap)
+
+    def _episode_conditions(self, base_seed: int, options: dict) -> list[InitialConditions]:
+        """Per-network initial conditions for one episode; shape fields from network 0."""
+        per_network = options.get("conditions")
+        fixed = {k: v for k, v in options.items() if k != "conditions"}
+        check_condition_values(fixed, "reset options")
+        n = self.config.population
+        if per_network is not None:
+            if not isinstance(per_network, (list, tuple)) or len(per_network) != n:
+                raise ValueError(
+                    f"reset options['conditions'] has {per_network!r}; allowed: a list of "
+                    f"{n} dicts (one per network)"
+                )
+            drawn = [make_conditions({"seed": base_seed + i, **c}) for i, c in enumerate(per_network)]
+        else:
+            drawn = [
+                self._condition.sample(np.random.default_rng(base_seed + i), base_seed + i)
+                for i in range(n)
+            ]
+        overrides = dict(fixed)
+        if self.config.initial_lr is not None:
+            overrides.setdefault("initial_lr", self.config.initial_lr)
+        resolved = []
+        for drawn_one in drawn:
+            c = make_conditions(drawn_one.to_dict() | overrides)
+            task = self._resolve_task(c.task)
+            c = replace(c, task=task.name)
+            resolved.append(with_defaults(c, task.width, task.depth, task.batch_size))
+        first = resolved[0]
+        if per_network is not None:
+            for c in resolved[1:]:
+                for key in SHAPE_FIELDS:
+                    if getattr(c, key) != getattr(first, key):
+                        raise ValueError(
+                            f"reset options['conditions']: {key} differs between networks "
+                            f"({getattr(first, key)!r} vs {getattr(c, key)!r}); allowed: one "
+                            f"{key} for the whole population"
+                        )
+        return [replace(c, **{k: getattr(first, k) for k in SHAPE_FIELDS}) for c in resolved]
+
+    def _resolve_task(self, name: str | None) -> Task:
+        if name is None or name == self._task.name:
+            return self._task
+        return self._with_data_dir(get_task(name))
+
+    def _with_data_dir(self, task: Task) -> Task:
+        if self.config.data_dir is not None:
+            return replace(task, data_dir=self.config.data_dir)
+        return task
+
+    def _condition_tasks(self) -> list[Task]:
+        names = self._condition.values_of("task")
+        return [self._resolve_task(name) for name in names] if names else [self._task]
+
+    def _check_tasks_available(self) -> None:
+        for task in self._condition_tasks():
+            if not task.available():
+                raise ValueError(
+                    f"task={task.name!r} reads dataset {task.data!r} from data_dir="
+                    f"{task.data_dir!r}, where its files are missing; allowed: data_dir=FOLDER "
+                    "holding them (see ganno_env.datasets for the file names)"
+                )
+
+    def _deepest_network(self) -> int:
+        depth_spec = self._condition.specs.get("depth")
+        deepest = 0
+        for task in self._condition_tasks():
+            depths = support(depth_spec) if depth_spec is not None else [task.depth]
+            if task.arch == "custom":
+                data = task.load_data()
+                layers = max(
+                    len(layer_groups(task.build_model(task.width, d, data)))
+                    for d in depths
+                )
+            else:
+                layers = max(task.num_layers(d) for d in depths)
+            deepest = max(deepest, layers)
+        return deepest
+
+
+def parallel_env(**kwargs: Any) -> raw_env:
+    """The env with the PettingZoo Parallel API."""
+    return raw_env(**kwargs)
+
+
+def env(**kwargs: Any):
+    """The env with the PettingZoo AEC API (one agent acts at a time)."""
+    aec = parallel_to_aec(raw_env(**kwargs))
+    if kwargs.get("action_mode", "discrete") == "discrete":
+        aec = wrappers.AssertOutOfBoundsWrapper(aec)
+    return wrappers.OrderEnforcingWrapper(aec)
+
