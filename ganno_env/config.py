@@ -23,7 +23,7 @@ from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous")
 REWARD_MODES = ("log_improvement", "final")
-RENDER_MODES = (None, "ansi")
+RENDER_MODES = (None, "ansi", "human")
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,8 @@ val_limit=1000)``
 * `device`: `"cpu"` or `"cuda[:N]"`: where the networks train.
 * `optimizer`, `momentum`: the base optimiser, `"sgd"` (with optional momentum) or
   `"adam"` (the agents then scale each layer's Adam step size).
+* `render_mode`: `"ansi"` (render() returns a per-layer table of LR, gradient RMS and
+  update ratio with the losses) or `"human"` (prints it).
 * `data_dir`: folder of local dataset files (MNIST, Fashion-MNIST, CIFAR-10 tasks).
 * `val_limit`: val examples used for rewards and observations (the first ones of the
   fixed val split), to bound the cost of evaluating every interval.
@@ -94,6 +96,7 @@ val_limit=1000)``
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -105,6 +108,7 @@ from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec, wrappers
 
 from ganno_env.conditions import (
+    CONDITION_FIELDS,
     InitialConditions,
     check_condition_values,
     layer_lrs,
@@ -124,7 +128,11 @@ SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
 class raw_env(ParallelEnv):
     """Per-layer learning-rate control of a population of training networks."""
 
-    metadata = {"name": "layerwise_lr_v0", "render_modes": ["ansi"], "is_parallelizable": True}
+    metadata = {
+        "name": "layerwise_lr_v0",
+        "render_modes": ["ansi", "human"],
+        "is_parallelizable": True,
+    }
 
     def __init__(self, **kwargs: Any):
         self.config = EnvConfig(**kwargs)
@@ -302,6 +310,14 @@ class raw_env(ParallelEnv):
     def render(self) -> str | None:
         if self.render_mode is None:
             return None
+        text = self._render_text()
+        if self.render_mode == "human":
+            print(text, end="")
+            return None
+        return text
+
+    def _render_text(self) -> str:
+        """A per-layer table: LR, gradient RMS and update ratio, then the losses."""
         if self.trainer is None:
             return "layerwise_lr: call reset() first\n"
         stats = self.layer_stats
@@ -418,7 +434,13 @@ class raw_env(ParallelEnv):
     def _episode_conditions(self, base_seed: int, options: dict) -> list[InitialConditions]:
         """Per-network initial conditions for one episode; shape fields from network 0."""
         per_network = options.get("conditions")
-        fixed = {k: v for k, v in options.items() if k != "conditions"}
+        fixed = {k: v for k, v in options.items() if k in CONDITION_FIELDS}
+        unknown = sorted(set(options) - set(CONDITION_FIELDS) - {"conditions"})
+        if unknown:  # PettingZoo's API test passes foreign options: warn, don't fail
+            warnings.warn(
+                f"reset options {unknown} ignored; known: {CONDITION_FIELDS + ('conditions',)}",
+                stacklevel=3,
+            )
         check_condition_values(fixed, "reset options")
         n = self.config.population
         if per_network is not None:
