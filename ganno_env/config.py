@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -21,7 +21,7 @@ from ganno_env.conditions import (
 from ganno_env.engine import OPTIMIZERS
 from ganno_env.tasks import Task, get_task
 
-ACTION_MODES = ("discrete", "continuous")
+ACTION_MODES = ("discrete", "continuous", "log_lr")
 REWARD_MODES = ("log_improvement", "final")
 RENDER_MODES = (None, "ansi", "human")
 
@@ -104,6 +104,15 @@ class EnvConfig:
             check_condition_values(self.conditions)
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir={self.data_dir!r}; allowed: a folder path (str) or None")
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> EnvConfig:
+        """Like EnvConfig(**kwargs), but an unknown key is a ValueError listing the known."""
+        known = tuple(f.name for f in fields(cls))
+        unknown = sorted(set(kwargs) - set(known))
+        if unknown:
+            raise ValueError(f"unknown env argument(s) {unknown}; allowed: {known}")
+        return cls(**kwargs)
 
     def condition(self) -> Condition:
         """The condition episodes are drawn from (a dict becomes a fixed condition)."""

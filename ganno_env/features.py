@@ -87,7 +87,9 @@ def layer_statistics(
         if previous_mean_grad is not None:
             cos_dot.append(sum(_per_net(a * b) for a, b in zip(mean_grad, previous_mean_grad[j])))
             prev_sq.append(_sum_sq(previous_mean_grad[j]))
-    weight_sq, energy, mean_sq, update_sq = map(torch.stack, (weight_sq, energy, mean_sq, update_sq))
+    weight_sq, energy, mean_sq, update_sq = map(
+        torch.stack, (weight_sq, energy, mean_sq, update_sq)
+    )
     count = torch.tensor(numel, dtype=weight_sq.dtype, device=weight_sq.device)
     if previous_mean_grad is not None:
         cosine = torch.stack(cos_dot) / (mean_sq.sqrt() * torch.stack(prev_sq).sqrt() + _TINY)
@@ -120,8 +122,7 @@ def observation_features(
     lrs = np.asarray(lrs, dtype=np.float64)
     n, num_layers = lrs.shape
     per_layer = {
-        name: value.detach().to("cpu", torch.float64).numpy()
-        for name, value in vars(stats).items()
+        name: value.detach().to("cpu", torch.float64).numpy() for name, value in vars(stats).items()
     }
     depth = np.arange(num_layers) / max(num_layers - 1, 1)
 

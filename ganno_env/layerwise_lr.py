@@ -27,7 +27,7 @@ clipped to the bounds given:
 | 2 | log10_grad_rms        | [-10, 4]    | log10 RMS of the per-step gradients of the interval   |
 | 3 | log10_update_ratio    | [-10, 2]    | log10 of norm(weight change) / norm(weights)           |
 | 4 | grad_cosine           | [-1, 1]     | cosine of this and the last interval's mean gradient   |
-| 5 | grad_noise_ratio      | [0, 1]      | 1 - norm(mean grad)^2 / mean(norm(grad)^2): noise share |
+| 5 | grad_noise_ratio      | [0, 1]      | 1 - norm(mean grad)^2 / mean(norm(grad)^2)     |
 | 6 | relative_depth        | [0, 1]      | layer index / (layers - 1)                             |
 | 7 | log_train_loss_ratio  | [-10, 5]    | ln(mean train loss of the interval / initial val loss) |
 | 8 | log_val_loss_ratio    | [-10, 5]    | ln(val loss / initial val loss)                        |
@@ -42,9 +42,10 @@ bound and the cosine 0. `state()` concatenates the observations of all possible 
 ### Actions
 Discrete (default): action k multiplies the layer's LR by `lr_factors[k]`. Continuous
 (`action_mode="continuous"`): a in [ln min(lr_factors), ln max(lr_factors)] multiplies it by
-exp(a). The LR is then clipped to `lr_bounds`. A live agent missing from the action dict
-keeps its LR; an action outside the space, or for an agent not in `agents`, raises
-ValueError.
+exp(a). `action_mode="log_lr"` sets the LR to 10**a, a in log10(`lr_bounds`): hand-made
+schedules use it to follow their formulas exactly. The LR is then clipped to `lr_bounds`.
+A live agent missing from the action dict keeps its LR; an action outside the space, or
+for an agent not in `agents`, raises ValueError.
 
 ### Rewards
 Shared by all agents of a network: ln L_val(t-1) - ln L_val(t), so an episode's return is
@@ -135,7 +136,7 @@ class raw_env(ParallelEnv):
     }
 
     def __init__(self, **kwargs: Any):
-        self.config = EnvConfig(**kwargs)
+        self.config = EnvConfig.from_kwargs(kwargs)
         self.render_mode = self.config.render_mode
         self._condition = self.config.condition()
         self._task = self._with_data_dir(get_task(self.config.task))
@@ -156,6 +157,9 @@ class raw_env(ParallelEnv):
         factors = np.asarray(self.config.lr_factors, dtype=np.float64)
         if self.config.action_mode == "discrete":
             self._action_space = spaces.Discrete(len(factors))
+        elif self.config.action_mode == "log_lr":
+            low, high = np.log10(self.config.lr_bounds)
+            self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
         else:
             low, high = np.log(factors.min()), np.log(factors.max())
             self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
@@ -240,14 +244,14 @@ class raw_env(ParallelEnv):
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if self.trainer is None or not self.agents:
             raise RuntimeError("step() called before reset() or after the episode ended")
-        factors = self._factors_from(actions)
-        n = self.config.population
+        requested = self._requested_lrs(actions)
         live = ~self.done
 
         # apply actions
         low, high = self.config.lr_bounds
-        self.lrs = np.where(live[:, None], np.clip(self.lrs * factors, low, high), self.lrs)
-        self.last_log_factor = np.log(factors)
+        new_lrs = np.where(live[:, None], np.clip(requested, low, high), self.lrs)
+        self.last_log_factor = np.log(requested / self.lrs)
+        self.lrs = new_lrs
 
         # train one interval, then measure
         lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
@@ -349,9 +353,7 @@ class raw_env(ParallelEnv):
     @functools.cached_property
     def _agent_index(self) -> dict[str, tuple[int, int]]:
         n = self.config.population
-        return {
-            self._agent_id(i, j): (i, j) for i in range(n) for j in range(self.max_layers)
-        }
+        return {self._agent_id(i, j): (i, j) for i in range(n) for j in range(self.max_layers)}
 
     def _network(self, agent: str) -> int:
         return self._agent_index[agent][0]
@@ -363,9 +365,9 @@ class raw_env(ParallelEnv):
             for j in range(obs.shape[1])
         }
 
-    def _factors_from(self, actions: dict[str, Any]) -> np.ndarray:
-        """LR factors [N, L] from an action dict; ValueError on anything outside the space."""
-        factors = np.ones((self.config.population, self.num_layers))
+    def _requested_lrs(self, actions: dict[str, Any]) -> np.ndarray:
+        """LRs [N, L] the actions ask for, before clipping; ValueError outside the space."""
+        requested = self.lrs.copy()
         live = set(self.agents)
         for agent, action in actions.items():
             if action is None:
@@ -373,8 +375,11 @@ class raw_env(ParallelEnv):
             if agent not in live:
                 raise ValueError(f"action for agent {agent!r}, which is not live; live: {live}")
             i, j = self._agent_index[agent]
-            factors[i, j] = self._factor(agent, action)
-        return factors
+            if self.config.action_mode == "log_lr":
+                requested[i, j] = 10.0 ** self._box_value(agent, action, "log10 of the LR")
+            else:
+                requested[i, j] *= self._factor(agent, action)
+        return requested
 
     def _factor(self, agent: str, action: Any) -> float:
         if self.config.action_mode == "discrete":
@@ -389,16 +394,22 @@ class raw_env(ParallelEnv):
                     f"action {action!r} for {agent!r}; allowed: an int in [0, {k - 1}]"
                 )
             return float(self._factors[int(value.reshape(()))])
-        value = np.asarray(action, dtype=np.float64).reshape(-1)
-        space = self._action_space
+        return float(np.exp(self._box_value(agent, action, "ln of the LR factor")))
+
+    def _box_value(self, agent: str, action: Any, meaning: str) -> float:
+        """The number in a Box(1,) action, checked against the space (float32 slack)."""
+        try:
+            value = np.asarray(action, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            value = np.array([np.nan, np.nan])
+        low, high = float(self._action_space.low[0]), float(self._action_space.high[0])
         if value.size != 1 or not np.isfinite(value[0]):
             raise ValueError(f"action {action!r} for {agent!r}; allowed: one finite number")
-        if not space.low[0] - 1e-6 <= value[0] <= space.high[0] + 1e-6:
+        if not low - 1e-6 <= value[0] <= high + 1e-6:
             raise ValueError(
-                f"action {action!r} for {agent!r}; allowed: [{space.low[0]:.4f}, "
-                f"{space.high[0]:.4f}] (ln of the LR factor)"
+                f"action {action!r} for {agent!r}; allowed: [{low:.4f}, {high:.4f}] ({meaning})"
             )
-        return float(np.exp(np.clip(value[0], space.low[0], space.high[0])))
+        return float(np.clip(value[0], low, high))
 
     def _measure_test(self) -> None:
         loss, accuracy = self.trainer.evaluate("test")
@@ -449,7 +460,9 @@ class raw_env(ParallelEnv):
                     f"reset options['conditions'] has {per_network!r}; allowed: a list of "
                     f"{n} dicts (one per network)"
                 )
-            drawn = [make_conditions({"seed": base_seed + i, **c}) for i, c in enumerate(per_network)]
+            drawn = [
+                make_conditions({"seed": base_seed + i, **c}) for i, c in enumerate(per_network)
+            ]
         else:
             drawn = [
                 self._condition.sample(np.random.default_rng(base_seed + i), base_seed + i)
@@ -507,8 +520,7 @@ class raw_env(ParallelEnv):
             if task.arch == "custom":
                 data = task.load_data()
                 layers = max(
-                    len(layer_groups(task.build_model(task.width, d, data)))
-                    for d in depths
+                    len(layer_groups(task.build_model(task.width, d, data))) for d in depths
                 )
             else:
                 layers = max(task.num_layers(d) for d in depths)
@@ -527,4 +539,3 @@ def env(**kwargs: Any):
     if kwargs.get("action_mode", "discrete") == "discrete":
         aec = wrappers.AssertOutOfBoundsWrapper(aec)
     return wrappers.OrderEnforcingWrapper(aec)
-

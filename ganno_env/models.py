@@ -30,7 +30,7 @@ class MLP(nn.Sequential):
 
 
 class CNN(nn.Sequential):
-    """`depth` 3x3 Conv+ReLU blocks of `width` channels, global average pooling, Linear head.
+    """`depth` 3x3 Conv+ReLU blocks of `width` channels, 2x2 average pooling, Linear head.
 
     Images larger than 8x8 are downsampled by stride 2 in each block, so the cost stays
     small on 28x28 and 32x32 inputs.
@@ -43,7 +43,7 @@ class CNN(nn.Sequential):
             stride = 2 if height > 8 else 1
             blocks += [nn.Conv2d(channels, width, 3, stride=stride, padding=1), nn.ReLU()]
             channels, height = width, (height + 2 - 3) // stride + 1
-        blocks += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_outputs)]
+        blocks += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, num_outputs)]
         super().__init__(*blocks)
 
 

@@ -19,7 +19,7 @@ from ganno_env.models import CNN, MLP
 ModelFactory = Callable[[int, int, Sequence[int], int], nn.Module]
 """(width, depth, input_shape, num_outputs) -> an untrained nn.Module."""
 
-DataSource = Union[str, DataSplits, Callable[[], DataSplits]]
+DataSource = Union[str, DataSplits, Callable[[], DataSplits]]  # noqa: UP007 (a runtime alias)
 """A dataset name from `ganno_env.datasets.DATASET_NAMES`, ready splits, or a loader."""
 
 ARCHITECTURES = ("mlp", "cnn", "custom")

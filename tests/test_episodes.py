@@ -69,7 +69,11 @@ def test_network_i_of_a_population_follows_the_single_network_with_seed_plus_i(t
                 )
         actions = rng.integers(5, size=(population, layers))
         obs_b, rew_b, _, _, info_b = batched.step(
-            {f"net{i}_layer{j}": int(actions[i, j]) for i in range(population) for j in range(layers)}
+            {
+                f"net{i}_layer{j}": int(actions[i, j])
+                for i in range(population)
+                for j in range(layers)
+            }
         )
         for i, env in enumerate(singles):
             obs_s[i], rew, _, _, info = env.step(

@@ -1,0 +1,132 @@
+"""The `ganno` command line.
+
+`ganno run` is the main job on the embedded default task; `ganno baselines` compares
+hand-made schedules. Commands that need Ray import it only when they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from ganno_env.controllers import HAND_MADE, make_controller
+from ganno_env.rollout import RunResult, make_env, rollout
+from ganno_env.tasks import TASKS
+
+DEFAULT_CONTROLLERS = ("constant", "step_decay", "cosine", "warmup_cosine", "bold_driver", "lars")
+DEFAULT_LRS = (1e-4, 1e-2, 0.3)
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected numbers, comma-separated") from None
+    if not values or any(not np.isfinite(v) or v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected positive, finite numbers")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    unknown = [n for n in names if n not in HAND_MADE]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"{unknown or text!r}: known: {sorted(HAND_MADE)}")
+    return names
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 1")
+    return int(text)
+
+
+def compare_baselines(
+    task: str,
+    controllers: Sequence[str],
+    initial_lrs: Sequence[float],
+    seeds: int,
+    max_cycles: int,
+    interval: int,
+    device: str,
+) -> list[tuple[str, float, list[RunResult]]]:
+    """Each controller from each initial LR, the seeds trained as one population."""
+    rows = []
+    for lr in initial_lrs:
+        for name in controllers:
+            controller = make_controller(name)
+            env = make_env(
+                controller, task=task, conditions={"initial_lr": lr}, population=seeds,
+                max_cycles=max_cycles, interval=interval, device=device,
+            )  # fmt: skip
+            results = rollout(env, controller, seed=0)
+            rows.append((name, lr, results))
+    return rows
+
+
+def format_table(rows: list[tuple[str, float, list[RunResult]]]) -> str:
+    """Mean and spread of final test loss and accuracy per controller and initial LR."""
+    lines = [
+        f"{'controller':<18}{'initial lr':>11}{'test loss':>20}{'test acc':>10}{'diverged':>10}"
+    ]
+    for name, lr, results in rows:
+        loss = np.array([r.test_loss for r in results])
+        acc = [r.test_accuracy for r in results if r.test_accuracy is not None]
+        acc_text = f"{np.mean(acc):>10.3f}" if acc else f"{'-':>10}"
+        diverged = sum(r.diverged for r in results)
+        lines.append(
+            f"{name:<18}{lr:>11.0e}{loss.mean():>12.4f} ± {loss.std():<6.4f}{acc_text}"
+            f"{diverged:>7}/{len(results)}"
+        )
+    return "\n".join(lines)
+
+
+def cmd_baselines(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    rows = compare_baselines(
+        args.task, args.controllers, args.lrs, args.seeds, args.max_cycles, args.interval,
+        args.device,
+    )  # fmt: skip
+    print(f"task {args.task}: {args.seeds} seeds x {args.max_cycles} decisions x {args.interval}")
+    print(format_table(rows))
+    print(f"({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganno", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_baseline_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--task", default="digits_mlp", choices=sorted(TASKS))
+        p.add_argument("--controllers", type=_names, default=list(DEFAULT_CONTROLLERS))
+        p.add_argument("--lrs", type=_floats, default=list(DEFAULT_LRS), help="initial LRs")
+        p.add_argument("--seeds", type=_positive_int, default=3, help="networks per row")
+        p.add_argument("--max-cycles", type=_positive_int, default=40)
+        p.add_argument("--interval", type=_positive_int, default=25)
+        p.add_argument("--device", default="cpu")
+
+    run = commands.add_parser("run", help="the main job on the default task")
+    add_baseline_options(run)
+    run.set_defaults(func=cmd_baselines)
+    baselines = commands.add_parser("baselines", help="compare hand-made schedules")
+    add_baseline_options(baselines)
+    baselines.set_defaults(func=cmd_baselines)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as error:
+        print(f"ganno: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

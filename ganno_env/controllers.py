@@ -1,0 +1,245 @@
+"""Hand-made learning-rate controllers that act through the public env API.
+
+A controller maps the env's per-agent observations and infos to actions, so learned and
+hand-made schedules run through the same code (`ganno_env.rollout`). Each controller names
+the `action_mode` it needs: schedules that follow a formula use `"log_lr"` (set the LR
+itself); the others use the default multiplicative `"discrete"` actions.
+
+Schedules are written for decision t = 0 .. T-1 (T = `max_cycles`): the LR chosen at t is
+used for the t-th interval. `lr0` is each layer's initial LR (from the reset infos).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ganno_env.features import FEATURE_NAMES
+
+_W_RMS = FEATURE_NAMES.index("log10_weight_rms")
+_G_RMS = FEATURE_NAMES.index("log10_grad_rms")
+
+
+class Controller(ABC):
+    """Chooses every live agent's action from what the env shows."""
+
+    name = "controller"
+    action_mode = "log_lr"
+
+    def reset(self, env: Any, observations: dict, infos: dict) -> None:
+        """Start of an episode: remember the initial LRs and the horizon."""
+        self.env = env
+        self.horizon = env.config.max_cycles
+        self.t = 0
+        self.lr0 = {agent: info["lr"] for agent, info in infos.items()}
+
+    def act(self, observations: dict, infos: dict) -> dict:
+        """Actions for the live agents; advances the decision counter."""
+        actions = self.choose(observations, infos)
+        self.t += 1
+        return actions
+
+    @abstractmethod
+    def choose(self, observations: dict, infos: dict) -> dict: ...
+
+    def set_lrs(self, lrs: dict[str, float]) -> dict[str, np.ndarray]:
+        """`log_lr` actions that set each agent's LR, kept inside the env's bounds."""
+        low, high = self.env.config.lr_bounds
+        return {
+            a: np.array([math.log10(min(max(lr, low), high))], np.float32) for a, lr in lrs.items()
+        }
+
+    def describe(self) -> str:
+        """Name and parameters, for reports."""
+        params = {k: v for k, v in vars(self).items() if k in getattr(self, "params", ())}
+        return f"{self.name}({', '.join(f'{k}={v}' for k, v in params.items())})"
+
+
+class ScheduleController(Controller):
+    """A schedule that multiplies each layer's initial LR by `multiplier(t, T)`."""
+
+    @abstractmethod
+    def multiplier(self, t: int, horizon: int) -> float: ...
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        m = self.multiplier(self.t, self.horizon)
+        return self.set_lrs({agent: self.lr0[agent] * m for agent in observations})
+
+
+class Constant(ScheduleController):
+    """The initial LR throughout."""
+
+    name = "constant"
+
+    def multiplier(self, t: int, horizon: int) -> float:
+        return 1.0
+
+
+class StepDecay(ScheduleController):
+    """Multiply by `gamma` at each milestone (fractions of the run)."""
+
+    name = "step_decay"
+    params = ("gamma", "milestones")
+
+    def __init__(self, gamma: float = 0.1, milestones: tuple[float, ...] = (0.5, 0.75)):
+        self.gamma, self.milestones = gamma, milestones
+
+    def multiplier(self, t: int, horizon: int) -> float:
+        return self.gamma ** sum(t >= m * horizon for m in self.milestones)
+
+
+class ExponentialDecay(ScheduleController):
+    """Decay geometrically to `final` x lr0 at the last decision."""
+
+    name = "exponential_decay"
+    params = ("final",)
+
+    def __init__(self, final: float = 0.01):
+        self.final = final
+
+    def multiplier(self, t: int, horizon: int) -> float:
+        return self.final ** (t / max(horizon - 1, 1))
+
+
+class CosineAnnealing(ScheduleController):
+    """lr0 x (floor + (1 - floor) (1 + cos(pi t / T)) / 2): half a cosine down to floor."""
+
+    name = "cosine"
+    params = ("floor",)
+
+    def __init__(self, floor: float = 0.0):
+        self.floor = floor
+
+    def multiplier(self, t: int, horizon: int) -> float:
+        return self.floor + (1.0 - self.floor) * 0.5 * (1.0 + math.cos(math.pi * t / horizon))
+
+
+class WarmupCosine(ScheduleController):
+    """Linear warm-up from lr0 / warmup_steps over `warmup` of the run, then cosine to 0."""
+
+    name = "warmup_cosine"
+    params = ("warmup",)
+
+    def __init__(self, warmup: float = 0.1):
+        self.warmup = warmup
+
+    def multiplier(self, t: int, horizon: int) -> float:
+        steps = max(1, round(self.warmup * horizon))
+        if t < steps:
+            return (t + 1) / steps
+        progress = (t - steps) / max(horizon - steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ReduceOnPlateau(Controller):
+    """Cut the LR by `factor` when val loss has not improved by `threshold` (relative)
+    for `patience` decisions, like torch.optim.lr_scheduler.ReduceLROnPlateau."""
+
+    name = "reduce_on_plateau"
+    params = ("factor", "patience", "threshold")
+
+    def __init__(self, factor: float = 0.5, patience: int = 2, threshold: float = 1e-3):
+        self.factor, self.patience, self.threshold = factor, patience, threshold
+
+    def reset(self, env: Any, observations: dict, infos: dict) -> None:
+        super().reset(env, observations, infos)
+        self.lr = dict(self.lr0)
+        self.best = {}
+        self.bad = {}
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        for agent in observations:
+            loss = infos[agent]["val_loss"]
+            best = self.best.get(agent, math.inf)
+            if loss < best * (1.0 - self.threshold):
+                self.best[agent], self.bad[agent] = loss, 0
+            else:
+                self.bad[agent] = self.bad.get(agent, 0) + 1
+                if self.bad[agent] > self.patience:
+                    self.lr[agent] *= self.factor
+                    self.bad[agent] = 0
+        return self.set_lrs({agent: self.lr[agent] for agent in observations})
+
+
+class BoldDriver(Controller):
+    """Grow the LR by `up` while val loss falls, cut it by `down` when it rises."""
+
+    name = "bold_driver"
+    params = ("up", "down")
+
+    def __init__(self, up: float = 1.25, down: float = 0.5):
+        self.up, self.down = up, down
+
+    def reset(self, env: Any, observations: dict, infos: dict) -> None:
+        super().reset(env, observations, infos)
+        self.lr = dict(self.lr0)
+        self.previous = {agent: info["val_loss"] for agent, info in infos.items()}
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        for agent in observations:
+            loss = infos[agent]["val_loss"]
+            if self.t > 0:
+                self.lr[agent] *= self.up if loss < self.previous[agent] else self.down
+            self.previous[agent] = loss
+        return self.set_lrs({agent: self.lr[agent] for agent in observations})
+
+
+class LayerwiseTrustRatio(Controller):
+    """LARS-like: layer j gets lr0 x r_j / mean(r) with r_j = |w_j| / |g_j| per element,
+    recomputed every decision from the observations, so the network's mean LR stays lr0
+    and layers with small gradients relative to their weights move faster."""
+
+    name = "lars"
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        ratios = {a: 10.0 ** (float(o[_W_RMS]) - float(o[_G_RMS])) for a, o in observations.items()}
+        by_network: dict[int, list[str]] = {}
+        for agent in observations:
+            by_network.setdefault(infos[agent]["network"], []).append(agent)
+        lrs = {}
+        for agents in by_network.values():
+            mean = float(np.mean([ratios[a] for a in agents]))
+            for a in agents:
+                lrs[a] = self.lr0[a] * ratios[a] / mean
+        return self.set_lrs(lrs)
+
+
+class RandomFactors(Controller):
+    """Uniformly random discrete action for every layer (seeded)."""
+
+    name = "random"
+    action_mode = "discrete"
+    params = ("seed",)
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        return {a: int(self.rng.integers(self.env.action_space(a).n)) for a in observations}
+
+
+HAND_MADE = {
+    cls.name: cls
+    for cls in (
+        Constant,
+        StepDecay,
+        ExponentialDecay,
+        CosineAnnealing,
+        WarmupCosine,
+        ReduceOnPlateau,
+        BoldDriver,
+        LayerwiseTrustRatio,
+        RandomFactors,
+    )
+}
+
+
+def make_controller(name: str, **params: Any) -> Controller:
+    """A hand-made controller by name; ValueError lists the names."""
+    if name not in HAND_MADE:
+        raise ValueError(f"controller={name!r} is unknown; known: {sorted(HAND_MADE)}")
+    return HAND_MADE[name](**params)

@@ -1,0 +1,81 @@
+"""Run a controller for one episode and record what happened to each network.
+
+The benchmark, the main job and users' own comparisons all go through `rollout`, so a
+learned policy and a hand-made schedule are measured by the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ganno_env.controllers import Controller
+from ganno_env.layerwise_lr import raw_env
+
+
+@dataclass
+class RunResult:
+    """One network's training run under one controller."""
+
+    network: int
+    conditions: dict[str, Any]
+    test_loss: float = float("nan")
+    test_accuracy: float | None = None
+    final_val_loss: float = float("nan")
+    initial_val_loss: float = float("nan")
+    diverged: bool = False
+    episode_return: float = 0.0
+    interval: int = 0
+    val_curve: list[float] = field(default_factory=list)  # at reset, then after each interval
+    lr_schedule: list[list[float]] = field(default_factory=list)  # [interval][layer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_env(controller: Controller, **env_kwargs: Any) -> raw_env:
+    """An env whose action mode is the one the controller speaks."""
+    return raw_env(**{"action_mode": controller.action_mode, **env_kwargs})
+
+
+def rollout(
+    env: raw_env,
+    controller: Controller,
+    seed: int | None = None,
+    options: dict[str, Any] | None = None,
+) -> list[RunResult]:
+    """Play one episode; one `RunResult` per network of the env's population."""
+    if env.config.action_mode != controller.action_mode:
+        raise ValueError(
+            f"env action_mode={env.config.action_mode!r} but controller {controller.name!r} "
+            f"needs {controller.action_mode!r}; build the env with ganno_env.rollout.make_env"
+        )
+    observations, infos = env.reset(seed=seed, options=options)
+    results = [
+        RunResult(i, c.to_dict(), interval=env.config.interval)
+        for i, c in enumerate(env.episode_conditions)
+    ]
+    for result in results:
+        result.initial_val_loss = float(env.val_loss[result.network])
+        result.val_curve.append(result.initial_val_loss)
+    controller.reset(env, observations, infos)
+    while env.agents:
+        live_agents = env.agents
+        actions = controller.act(
+            {a: observations[a] for a in live_agents}, {a: infos[a] for a in live_agents}
+        )
+        live = {i for i in range(len(results)) if not env.done[i]}
+        observations, rewards, _, _, infos = env.step(actions)
+        for i in live:
+            results[i].lr_schedule.append([float(lr) for lr in env.lrs[i]])
+            results[i].val_curve.append(float(env.val_loss[i]))
+        for agent, info in infos.items():
+            result = results[info["network"]]
+            if info["layer"] == 0:
+                result.episode_return += rewards[agent]
+            if "test_loss" in info:
+                result.test_loss = info["test_loss"]
+                result.test_accuracy = info.get("test_accuracy")
+                result.final_val_loss = info["val_loss"]
+                result.diverged = info["diverged"]
+    return results
