@@ -97,6 +97,21 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from rllib_configs.ppo import get_preset
+        from rllib_configs.train import train
+    except ImportError as error:
+        print(f"ganno train needs Ray: pip install 'ganno[rllib]' ({error})", file=sys.stderr)
+        return 2
+    preset = get_preset(args.preset)
+    try:
+        train(preset, args.mapping, args.out, args.stop_iters, args.address, args.resume)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     baselines = commands.add_parser("baselines", help="compare hand-made schedules")
     add_baseline_options(baselines)
     baselines.set_defaults(func=cmd_baselines)
+
+    train = commands.add_parser("train", help="train GANNO agents with RLlib (needs Ray)")
+    train.add_argument("--preset", default="local", choices=("smoke", "local", "cluster_gpu"))
+    train.add_argument("--mapping", default="shared", choices=("shared", "grouped", "per_layer"))
+    train.add_argument("--out", required=True, help="folder for checkpoints, metrics, policy.pt")
+    train.add_argument("--stop-iters", type=_positive_int, default=None)
+    train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.set_defaults(func=cmd_train)
     return parser
 
 

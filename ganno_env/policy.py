@@ -1,0 +1,234 @@
+"""A trained GANNO policy as a plain torch file, and the controller that runs it.
+
+The RLlib module trained by `rllib_configs` wraps `PolicyNet`; `export` writes its weights
+and everything needed to use them (env version, observation features, actions, mapping) to
+`policy.pt`, which `torch.load(weights_only=True)` reads. `load_policy` returns a
+controller that acts without Ray, through the same env API as the hand-made schedules.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganno_env.controllers import Controller
+from ganno_env.features import FEATURE_NAMES, FEATURES_VERSION
+
+POLICY_FORMAT = 1
+ENV_VERSION = "layerwise_lr_v0"
+MAPPINGS = ("shared", "grouped", "per_layer")
+_AGENT = re.compile(r"^(?:net(\d+)_layer|layer_)(\d+)$")
+
+
+class PolicyNet(nn.Module):
+    """Actor and critic MLPs over one agent's observation.
+
+    The actor outputs logits (discrete actions) or a mean and log-std (a Box(1,) action,
+    the layout of RLlib's diagonal Gaussian); the critic outputs a value.
+    """
+
+    def __init__(self, obs_size: int, out_size: int, hidden: Sequence[int] = (64, 64)):
+        super().__init__()
+        self.obs_size, self.out_size, self.hidden = obs_size, out_size, tuple(hidden)
+        self.pi = _mlp(obs_size, hidden, out_size)
+        self.vf = _mlp(obs_size, hidden, 1)
+        with torch.no_grad():  # small last layers: near-uniform first policy, values near 0
+            self.pi[-1].weight.mul_(0.01)
+            self.vf[-1].weight.mul_(0.01)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.pi(obs)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.vf(obs).squeeze(-1)
+
+
+def _mlp(size: int, hidden: Sequence[int], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(size, width), nn.Tanh()]
+        size = width
+    layers.append(nn.Linear(size, out))
+    return nn.Sequential(*layers)
+
+
+def parse_agent(agent_id: str) -> tuple[int, int]:
+    """(network, layer) of an agent id such as `layer_2` or `net3_layer2`."""
+    match = _AGENT.match(agent_id)
+    if match is None:
+        raise ValueError(f"agent id {agent_id!r}; allowed: 'layer_J' or 'netI_layerJ'")
+    return int(match.group(1) or 0), int(match.group(2))
+
+
+def module_for(agent_id: str, mapping: str, num_layers: int | None = None) -> str:
+    """The policy module that acts for an agent under a mapping.
+
+    `shared`: one module for every layer. `grouped`: `first`, `hidden` and `last` (the last
+    layer needs the network's depth; unknown depth maps to `hidden`). `per_layer`: `layer_J`.
+    """
+    _, layer = parse_agent(agent_id)
+    if mapping == "shared":
+        return "shared"
+    if mapping == "per_layer":
+        return f"layer_{layer}"
+    if mapping == "grouped":
+        if layer == 0:
+            return "first"
+        if num_layers is not None and layer == num_layers - 1:
+            return "last"
+        return "hidden"
+    raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
+
+
+def module_ids(mapping: str, max_layers: int) -> list[str]:
+    """Every module a mapping can use for networks of up to `max_layers` layers."""
+    if mapping == "shared":
+        return ["shared"]
+    if mapping == "grouped":
+        return ["first", "hidden", "last"]
+    if mapping == "per_layer":
+        return [f"layer_{j}" for j in range(max_layers)]
+    raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
+
+
+def export_policy(
+    path: str | os.PathLike,
+    nets: Mapping[str, PolicyNet],
+    mapping: str,
+    env_config: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write `policy.pt`: weights of every module plus what a user needs to run them."""
+    first = next(iter(nets.values()))
+    payload = {
+        "format": POLICY_FORMAT,
+        "env_version": ENV_VERSION,
+        "features_version": FEATURES_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "mapping": mapping,
+        "action_mode": env_config.get("action_mode", "discrete"),
+        "lr_factors": [float(f) for f in env_config.get("lr_factors", (0.5, 0.8, 1.0, 1.25, 2.0))],
+        "lr_bounds": [float(b) for b in env_config.get("lr_bounds", (1e-7, 10.0))],
+        "obs_size": first.obs_size,
+        "out_size": first.out_size,
+        "hidden": list(first.hidden),
+        "modules": {
+            name: {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            for name, net in nets.items()
+        },
+        "extra": dict(extra or {}),
+    }
+    torch.save(payload, path)
+
+
+class PolicyController(Controller):
+    """Runs an exported policy: greedy (or sampled) actions for every live agent."""
+
+    name = "ganno"
+
+    def __init__(self, payload: dict[str, Any], greedy: bool = True, seed: int = 0):
+        self.payload = payload
+        self.mapping = payload["mapping"]
+        self.action_mode = payload["action_mode"]
+        self.greedy = greedy
+        self.rng = torch.Generator().manual_seed(seed)
+        self.nets: dict[str, PolicyNet] = {}
+        for name, state in payload["modules"].items():
+            net = PolicyNet(payload["obs_size"], payload["out_size"], payload["hidden"])
+            net.load_state_dict(state)
+            net.eval()
+            self.nets[name] = net
+
+    def reset(self, env: Any, observations: dict, infos: dict) -> None:
+        super().reset(env, observations, infos)
+        for key in ("lr_factors", "lr_bounds"):
+            used = [float(v) for v in getattr(env.config, key)]
+            if not np.allclose(used, self.payload[key]):
+                raise ValueError(
+                    f"env {key}={used} but the policy was trained with {self.payload[key]}; "
+                    f"build the env with {key}={tuple(self.payload[key])}"
+                )
+
+    def choose(self, observations: dict, infos: dict) -> dict:
+        return self.actions(observations)
+
+    @torch.no_grad()
+    def actions(self, observations: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Actions for a dict of per-agent observations, one forward per module."""
+        depth = _depths(observations)
+        groups: dict[str, list[str]] = {}
+        for agent in observations:
+            network, _ = parse_agent(agent)
+            groups.setdefault(module_for(agent, self.mapping, depth.get(network)), []).append(agent)
+        actions: dict[str, Any] = {}
+        for module, agents in groups.items():
+            if module not in self.nets:
+                raise ValueError(
+                    f"agent {agents[0]!r} needs policy module {module!r}, which the policy "
+                    f"does not have (it has {sorted(self.nets)}): a per_layer policy serves "
+                    "only networks as deep as it was trained on"
+                )
+            obs = torch.as_tensor(np.stack([observations[a] for a in agents]), dtype=torch.float32)
+            out = self.nets[module](obs)
+            for agent, row in zip(agents, out):
+                actions[agent] = self._action(row)
+        return actions
+
+    def _action(self, out: torch.Tensor) -> Any:
+        if self.action_mode == "discrete":
+            if self.greedy:
+                return int(out.argmax())
+            return int(torch.multinomial(torch.softmax(out, -1), 1, generator=self.rng))
+        mean, log_std = out[:1], out[1:]
+        value = mean if self.greedy else mean + log_std.exp() * torch.randn(1, generator=self.rng)
+        low, high = np.log(min(self.payload["lr_factors"])), np.log(max(self.payload["lr_factors"]))
+        return np.clip(value.numpy(), low, high).astype(np.float32)
+
+
+def _depths(observations: Mapping[str, Any]) -> dict[int, int]:
+    """Layers per network, from the agent ids present."""
+    depth: dict[int, int] = {}
+    for agent in observations:
+        network, layer = parse_agent(agent)
+        depth[network] = max(depth.get(network, 0), layer + 1)
+    return depth
+
+
+def load_policy(path: str | os.PathLike, greedy: bool = True, seed: int = 0) -> PolicyController:
+    """A controller from `policy.pt` (no Ray needed). Clear errors for files it can't serve."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # unpickling refused or a corrupt file
+        raise ValueError(f"{os.fspath(path)!r} is not a GANNO policy file: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{os.fspath(path)!r}: policy format {found!r}; allowed: {POLICY_FORMAT}")
+    if payload.get("env_version") != ENV_VERSION:
+        raise ValueError(
+            f"{os.fspath(path)!r} was trained on {payload.get('env_version')!r}; this "
+            f"ganno_env serves {ENV_VERSION!r}"
+        )
+    if payload.get("features_version") != FEATURES_VERSION or list(
+        payload.get("feature_names", [])
+    ) != list(FEATURE_NAMES):
+        raise ValueError(
+            f"{os.fspath(path)!r} expects observation features v{payload.get('features_version')} "
+            f"{payload.get('feature_names')}; this ganno_env computes v{FEATURES_VERSION} "
+            f"{list(FEATURE_NAMES)}"
+        )
+    if payload.get("mapping") not in MAPPINGS:
+        raise ValueError(
+            f"{os.fspath(path)!r}: mapping {payload.get('mapping')!r}; allowed: {MAPPINGS}"
+        )
+    try:
+        return PolicyController(payload, greedy=greedy, seed=seed)
+    except (KeyError, RuntimeError) as error:
+        raise ValueError(f"{os.fspath(path)!r}: damaged policy weights ({error})") from None

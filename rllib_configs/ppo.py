@@ -1,0 +1,229 @@
+"""PPO on the GANNO env, on RLlib's new API stack: presets and the config builder.
+
+Every preset is one function that returns a `Preset`; every setting that differs from
+RLlib's defaults is visible there with the reason. `build_config` turns a preset and a
+policy mapping into a `PPOConfig` builder chain.
+
+Why these settings (all presets):
+* Parameter sharing (`mapping="shared"`, IPPO-style): one module acts for every layer, so
+  the policy serves networks of any depth, including depths never trained on.
+* Populations: one env trains `population` networks in lockstep, so one env step yields
+  `population x layers` agent transitions for little more than one network's cost.
+  Sampling dominates the cost; the learner is a 64x64 MLP and stays light.
+* gamma 0.99, GAE lambda 0.95: the reward telescopes to the log loss ratio, so gamma near 1
+  values the final loss, and the slight discount rewards getting there early.
+* Evaluation on the held-out LR conditions every few iterations (`unseen_lr`), so the
+  learning curve shows generalisation, not only the training reward.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+from ganno_env import get_condition
+from ganno_env.policy import MAPPINGS, module_for, module_ids
+from rllib_configs.env import GannoMultiAgentEnv
+from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
+
+PRESETS = ("smoke", "local", "cluster_gpu")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything one training run needs, in one place."""
+
+    name: str
+    env_config: dict[str, Any]
+    eval_env_config: dict[str, Any]
+    num_env_runners: int = 1
+    num_envs_per_env_runner: int = 1
+    num_cpus_per_env_runner: float = 1
+    num_gpus_per_env_runner: float = 0
+    rollout_fragment_length: int | str = "auto"
+    train_batch_size: int = 2560  # agent transitions per iteration
+    minibatch_size: int = 512  # agent transitions per SGD step
+    num_epochs: int = 4
+    lr: float = 3e-4
+    entropy_coeff: float = 0.01
+    gamma: float = 0.99
+    lambda_: float = 0.95
+    clip_param: float = 0.2
+    num_learners: int = 0  # 0: the learner runs in the driver process
+    num_gpus_per_learner: float = 0
+    evaluation_interval: int = 5
+    evaluation_episodes: int = 2
+    stop_iters: int = 20
+    checkpoint_every: int = 5
+    hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def smoke() -> Preset:
+    """CI-sized: a few seconds per iteration, proves the pipeline end to end."""
+    return Preset(
+        name="smoke",
+        env_config={"conditions": "train", "population": 2, "max_cycles": 5, "interval": 5},
+        eval_env_config={
+            "conditions": "unseen_lr",
+            "population": 2,
+            "max_cycles": 5,
+            "interval": 5,
+        },
+        num_env_runners=0,  # sample in the driver: no extra processes in tests
+        train_batch_size=80,  # 2 episodes of 2 networks x 4 layers x 5 decisions
+        minibatch_size=40,
+        num_epochs=2,
+        evaluation_interval=2,
+        evaluation_episodes=1,
+        stop_iters=2,
+        checkpoint_every=1,
+        hidden=(32, 32),
+    )
+
+
+def local() -> Preset:
+    """A 2-CPU laptop, minutes: two env runners, populations of 8 networks per env."""
+    return Preset(
+        name="local",
+        # 8 networks x 4 layers = 32 agent transitions per env step
+        env_config={"conditions": "train", "population": 8},
+        eval_env_config={"conditions": "unseen_lr", "population": 4},
+        num_env_runners=2,  # one per core; the driver's learner is light
+        num_envs_per_env_runner=1,
+        train_batch_size=2560,  # one 40-decision episode of 8 x 4 agents per runner
+        minibatch_size=512,
+        num_epochs=6,
+        lr=5e-4,
+        evaluation_interval=5,
+        evaluation_episodes=1,
+        stop_iters=25,
+        checkpoint_every=5,
+    )
+
+
+def cluster_gpu() -> Preset:
+    """A Ray cluster of GPU nodes: many env runners training their populations on CUDA
+    with a fraction of a GPU each, and GPU learners."""
+    return Preset(
+        name="cluster_gpu",
+        env_config={"conditions": "train", "population": 64, "device": "cuda"},
+        eval_env_config={"conditions": "unseen_lr", "population": 16, "device": "cuda"},
+        num_env_runners=16,
+        num_envs_per_env_runner=2,  # a second env hides the first one's inference latency
+        num_gpus_per_env_runner=0.1,  # populations train on the GPU inside the runner
+        train_batch_size=65536,
+        minibatch_size=8192,
+        num_epochs=6,
+        lr=5e-4,
+        num_learners=2,
+        num_gpus_per_learner=1,
+        evaluation_interval=5,
+        evaluation_episodes=4,
+        stop_iters=200,
+        checkpoint_every=10,
+        hidden=(128, 128),
+    )
+
+
+def get_preset(name: str, **overrides: Any) -> Preset:
+    """A preset by name, with fields replaced; ValueError names the allowed values."""
+    if name not in PRESETS:
+        raise ValueError(f"preset={name!r}; allowed: {PRESETS}")
+    preset = globals()[name]()
+    unknown = sorted(set(overrides) - set(Preset.__dataclass_fields__))
+    if unknown:
+        raise ValueError(
+            f"unknown preset fields {unknown}; allowed: {sorted(Preset.__dataclass_fields__)}"
+        )
+    return replace(preset, **overrides)
+
+
+def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",
+              num_layers: int | None = None, **kwargs: Any) -> str:  # fmt: skip
+    """RLlib's policy mapping function; RLlib may call it with episode=None."""
+    return module_for(agent_id, mapping, num_layers)
+
+
+def fixed_depth(env_config: dict[str, Any]) -> int | None:
+    """Layers per network when the training conditions fix the depth, else None."""
+    probe = GannoMultiAgentEnv(env_config).par_env
+    condition = probe._condition
+    depth_values = condition.values_of("depth")
+    task_values = condition.values_of("task")
+    if len(depth_values) > 1 or len(task_values) > 1:
+        return None
+    return probe.max_layers
+
+
+def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
+    """The PPOConfig for a preset and a policy mapping."""
+    if mapping not in MAPPINGS:
+        raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
+    get_condition(preset.env_config.get("conditions", "train"))
+    max_layers = GannoMultiAgentEnv(preset.env_config).par_env.max_layers
+    num_layers = None
+    if mapping == "grouped":
+        num_layers = fixed_depth(preset.env_config)
+        if num_layers is None:
+            raise ValueError(
+                "mapping='grouped' needs training conditions of one fixed depth (it must know "
+                "which layer is last); allowed here: mapping='shared' or 'per_layer'"
+            )
+    modules = module_ids(mapping, max_layers)
+    mapping_fn = functools.partial(map_agent, mapping=mapping, num_layers=num_layers)
+    module_spec = RLModuleSpec(
+        module_class=GannoRLModule, model_config={"hidden": list(preset.hidden)}
+    )
+    eval_env_config = {**preset.env_config, **preset.eval_env_config}
+    return (
+        PPOConfig()
+        .environment(GannoMultiAgentEnv, env_config=dict(preset.env_config))
+        .env_runners(
+            num_env_runners=preset.num_env_runners,
+            num_envs_per_env_runner=preset.num_envs_per_env_runner,
+            num_cpus_per_env_runner=preset.num_cpus_per_env_runner,
+            num_gpus_per_env_runner=preset.num_gpus_per_env_runner,
+            rollout_fragment_length=preset.rollout_fragment_length,
+        )
+        .learners(
+            num_learners=preset.num_learners, num_gpus_per_learner=preset.num_gpus_per_learner
+        )
+        .multi_agent(
+            policies=set(modules),
+            policy_mapping_fn=mapping_fn,
+            count_steps_by="agent_steps",  # batch sizes count layer decisions
+        )
+        .rl_module(
+            rl_module_spec=MultiRLModuleSpec(rl_module_specs={m: module_spec for m in modules})
+        )
+        .training(
+            train_batch_size_per_learner=preset.train_batch_size,
+            minibatch_size=preset.minibatch_size,
+            num_epochs=preset.num_epochs,
+            lr=preset.lr,
+            gamma=preset.gamma,
+            lambda_=preset.lambda_,
+            clip_param=preset.clip_param,
+            entropy_coeff=preset.entropy_coeff,
+        )
+        .evaluation(
+            evaluation_interval=preset.evaluation_interval,
+            evaluation_duration=preset.evaluation_episodes,
+            evaluation_duration_unit="episodes",
+            evaluation_num_env_runners=0,
+            evaluation_config={"env_config": eval_env_config, "explore": False},
+        )
+        .fault_tolerance(
+            restart_failed_env_runners=True,
+            max_num_env_runner_restarts=100,
+            delay_between_env_runner_restarts_s=1.0,
+        )
+        .debugging(seed=preset.seed)
+    )
