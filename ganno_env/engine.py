@@ -157,6 +157,7 @@ class PopulationTrainer:
         with torch.no_grad():
             self._zero_inactive()
             grad_sum = self._masked(grad_sum)
+            grad_sq_sum = self._masked(grad_sq_sum)
             stats = layer_statistics(
                 self._by_layer(self.params), self._by_layer(start), self._by_layer(grad_sum),
                 self._by_layer(grad_sq_sum), self._previous_mean_grad, steps,
@@ -192,6 +193,8 @@ class PopulationTrainer:
         self._active = torch.where(mask, torch.zeros_like(self._active), self._active)
         with torch.no_grad():
             self._zero_inactive()
+            if self._previous_mean_grad is not None:
+                self._previous_mean_grad = [self._masked(g) for g in self._previous_mean_grad]
 
     def _zero_inactive(self) -> None:
         keep = self._active > 0

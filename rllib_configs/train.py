@@ -33,13 +33,15 @@ CHECKPOINTS = "checkpoints"
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
-    """Join `address`, or start a private local instance; True if this call started Ray.
+    """Join `address` (or `RAY_ADDRESS`, which `ray job submit` sets for its entrypoint),
+    else start a private local instance; True if this call started Ray.
 
     A plain `ray.init()` would join any cluster it finds on the machine, so without an
     address we always ask for a new local one.
     """
     if ray.is_initialized():
         return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
         ray.init(address=address, log_to_driver=False)
     else:

@@ -655,11 +655,15 @@ def test_freeze_zeroes_a_network_and_leaves_the_others_training(optimizer, momen
     assert torch.isfinite(trainer.evaluate("val")[0]).all()
 
 
-@pytest.mark.parametrize("optimizer,momentum", [("sgd", 0.0), ("sgd", 0.9), ("adam", 0.0)])
 @pytest.mark.parametrize(
-    "make_module,data_kwargs",
-    [(make_mlp(), {}), (make_cnn(), {"image_shape": (1, 8, 8)})],
-    ids=["mlp", "cnn"],
+    "make_module,data_kwargs,optimizer,momentum",
+    [
+        (make_mlp(), {}, "sgd", 0.0),
+        (make_mlp(), {}, "sgd", 0.9),
+        (make_mlp(), {}, "adam", 0.0),
+        (make_cnn(), {"image_shape": (1, 8, 8)}, "adam", 0.0),  # the vmap path
+    ],
+    ids=["mlp-sgd", "mlp-momentum", "mlp-adam", "cnn-adam"],
 )
 def test_nan_in_one_network_never_reaches_another(make_module, data_kwargs, optimizer, momentum):
     data = classification_data(**data_kwargs)
@@ -703,3 +707,26 @@ def test_nan_in_one_network_never_reaches_another(make_module, data_kwargs, opti
         assert torch.isfinite(p).all()
     check_others(loss, clean_loss, stats, clean_stats)
     assert torch.isfinite(trainer.evaluate("val")[0]).all()
+
+
+def test_frozen_network_train_stats_show_no_gradient_like_probe():
+    data = classification_data()
+    trainer = PopulationTrainer.build(make_mlp(), data, BATCH, SEEDS, SCALES)
+    trainer.train(LRS_MLP, 2)
+    trainer.freeze(np.array([False, True, False]))
+    _, probe_stats = trainer.probe()
+    assert torch.equal(probe_stats.grad_rms[1], torch.zeros(3))
+    _, stats = trainer.train(LRS_MLP, 3)
+    assert torch.equal(stats.grad_rms[1], probe_stats.grad_rms[1])
+
+
+def test_frozen_network_stats_are_finite_after_nan():
+    data = classification_data()
+    trainer = PopulationTrainer.build(make_mlp(), data, BATCH, SEEDS, SCALES)
+    with torch.no_grad():
+        trainer.params[0][1].view(-1)[0] = float("nan")
+    trainer.train(LRS_MLP, 3)
+    trainer.freeze(np.array([False, True, False]))
+    _, stats = trainer.train(LRS_MLP, 3)
+    for name, value in vars(stats).items():
+        assert torch.isfinite(value).all(), name
