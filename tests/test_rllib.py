@@ -1,0 +1,230 @@
+"""Training with RLlib: mappings, export, restore, clusters, fault tolerance, depth.
+
+In-process tests share one local Ray instance (`ray_session`); tests that need their own
+Ray (a new process, a simulated cluster, a head node for `ray job submit`) run it in a
+subprocess and stop what they started by PID.
+"""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ray")
+
+from ray.rllib.core.columns import Columns  # noqa: E402
+
+from ganno_env import layerwise_lr_v0  # noqa: E402
+from ganno_env.policy import load_policy  # noqa: E402
+from rllib_configs.ppo import build_config, get_preset  # noqa: E402
+from rllib_configs.train import export_from, train  # noqa: E402
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+def progress_rows(out):
+    with open(Path(out) / "progress.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("mapping", ["shared", "grouped", "per_layer"])
+def test_smoke_training_writes_checkpoints_metrics_and_a_policy(ray_session, tmp_path, mapping):
+    policy_path = train(get_preset("smoke"), mapping, tmp_path, stop_iters=2, log=lambda s: None)
+    rows = progress_rows(tmp_path)
+    assert [int(r["iteration"]) for r in rows] == [1, 2]
+    assert all(float(r["agent_steps"]) >= 80 for r in rows)
+    assert np.isfinite(float(rows[1]["eval_mean_return"]))  # evaluated on held-out LRs
+    assert (tmp_path / "checkpoints" / "iter_000002").is_dir()
+    assert any((tmp_path / "tb").iterdir())
+    payload = torch.load(policy_path, weights_only=True)
+    expected = {"shared": {"shared"}, "grouped": {"first", "hidden", "last"},
+                "per_layer": {f"layer_{j}" for j in range(4)}}[mapping]  # fmt: skip
+    assert set(payload["modules"]) == expected and payload["mapping"] == mapping
+    controller = load_policy(policy_path)
+    env = layerwise_lr_v0.parallel_env(population=2, max_cycles=3)
+    obs, _ = env.reset(seed=0)
+    actions = controller.actions(obs)
+    assert set(actions) == set(env.agents)
+    env.step(actions)
+
+
+def test_exported_policy_acts_like_the_rllib_module(ray_session, tmp_path):
+    preset = get_preset("smoke", evaluation_interval=0)
+    algo = build_config(preset, "grouped").build_algo()
+    try:
+        algo.train()
+        export_from(algo, tmp_path / "policy.pt", preset, "grouped")
+        controller = load_policy(tmp_path / "policy.pt")
+        weights = algo.learner_group.get_weights()
+        env = layerwise_lr_v0.parallel_env(population=2, max_cycles=4, conditions="unseen_lr")
+        obs, _ = env.reset(seed=5)
+        compared = 0
+        while env.agents:
+            ours = controller.actions(obs)
+            for agent, value in obs.items():
+                module_id = algo.config.policy_mapping_fn(agent, None)
+                module = algo.get_module(module_id)
+                module.set_state(weights[module_id])
+                out = module.forward_inference({Columns.OBS: torch.as_tensor(value[None])})
+                dist = module.get_inference_action_dist_cls().from_logits(
+                    out[Columns.ACTION_DIST_INPUTS]
+                )
+                assert int(dist.to_deterministic().sample()[0]) == ours[agent]
+                compared += 1
+            obs, *_ = env.step(ours)
+        assert compared == 2 * 4 * 4
+    finally:
+        algo.stop()
+
+
+def run_cli(args, env=None, **kwargs):
+    return subprocess.Popen(
+        [str(BIN / "ganno"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, env={**os.environ, **(env or {})}, start_new_session=True, **kwargs,
+    )  # fmt: skip
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_in_a_new_process(tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(["train", "--preset", "smoke", "--out", str(out), "--stop-iters", "200"])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (out / "progress.csv").exists() and len(progress_rows(out)) >= 3:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("training produced no progress within 120 s")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, output
+    interrupted_at = max(int(r["iteration"]) for r in progress_rows(out))
+    assert (out / "checkpoints" / f"iter_{interrupted_at:06d}").is_dir()
+
+    stop = interrupted_at + 2
+    proc = run_cli(["train", "--preset", "smoke", "--out", str(out), "--resume",
+                    "--stop-iters", str(stop)])  # fmt: skip
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    assert f"(iteration {interrupted_at})" in output
+    assert [int(r["iteration"]) for r in progress_rows(out)] == list(range(1, stop + 1))
+    assert load_policy(out / "policy.pt").payload["extra"]["iteration"] == stop
+
+
+def test_env_runners_land_on_different_nodes_of_a_cluster():
+    proc = subprocess.run(
+        [sys.executable, "-m", "rllib_configs.cluster_check", "--simulate-nodes", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["cluster_nodes"] == 3 and report["iterations"] == 2
+    assert len(report["env_runner_nodes"]) == 2 and report["distinct_nodes"] == 2
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ray_job_submit_to_a_local_head_node(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    port, dashboard = free_port(), free_port()
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+         f"--temp-dir={temp_dir}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        address = f"http://127.0.0.1:{dashboard}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the job server answers once the head is up
+            probe = subprocess.run([str(BIN / "ray"), "job", "list", "--address", address],
+                                   capture_output=True, env=env)  # fmt: skip
+            if probe.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail(f"the head node's job server did not answer at {address}")
+        out = tmp_path / "job"
+        job = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", address, "--",
+             str(BIN / "ganno"), "train", "--preset", "smoke", "--out", str(out),
+             "--stop-iters", "1"],
+            capture_output=True, text=True, env=env, timeout=400,
+        )  # fmt: skip
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert "succeeded" in job.stdout + job.stderr
+        assert (out / "policy.pt").exists()
+        assert "Started a local Ray instance" not in job.stdout  # it joined the cluster
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_training_survives_a_killed_env_runner(ray_session):
+    preset = get_preset("smoke", num_env_runners=2, evaluation_interval=0)
+    algo = build_config(preset, "shared").build_algo()
+    try:
+        algo.train()
+        pids = algo.env_runner_group.foreach_env_runner(
+            lambda runner: os.getpid(), local_env_runner=False
+        )
+        assert len(pids) == 2
+        os.kill(pids[0], signal.SIGKILL)  # an env runner this test's algorithm started
+        iterations, restarts = [], 0
+        for _ in range(6):
+            result = algo.train()
+            iterations.append(algo.iteration)
+            restarts = result["fault_tolerance"]["num_remote_worker_restarts"]
+            if restarts >= 1 and result["fault_tolerance"]["num_healthy_workers"] == 2:
+                break
+        assert iterations == list(range(2, 2 + len(iterations)))
+        assert restarts >= 1
+        new_pids = algo.env_runner_group.foreach_env_runner(
+            lambda runner: os.getpid(), local_env_runner=False
+        )
+        assert pids[0] not in new_pids and len(new_pids) == 2
+    finally:
+        algo.stop()
+
+
+def test_episodes_of_different_depth_train_one_shared_policy(ray_session, tmp_path):
+    deeper = {"conditions": "deeper", "population": 1, "max_cycles": 3, "interval": 3}
+    preset = get_preset("smoke", env_config=deeper, eval_env_config=deeper,
+                        train_batch_size=60, minibatch_size=30)  # fmt: skip
+    policy = train(preset, "shared", tmp_path, stop_iters=2, log=lambda s: None)
+    assert [int(r["iteration"]) for r in progress_rows(tmp_path)] == [1, 2]
+    controller = load_policy(policy)
+    for depth in (3, 6, 9):
+        env = layerwise_lr_v0.parallel_env(conditions={"depth": depth}, max_cycles=2)
+        obs, _ = env.reset(seed=0)
+        assert len(controller.actions(obs)) == depth + 1
+
+
+def test_grouped_mapping_refuses_conditions_of_varying_depth():
+    preset = get_preset("smoke", env_config={"conditions": "deeper"})
+    with pytest.raises(ValueError, match="grouped"):
+        build_config(preset, "grouped")
