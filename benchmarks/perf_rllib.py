@@ -1,0 +1,120 @@
+"""Sampling throughput of RLlib on the GANNO env: how to spend a machine's cores.
+
+    python -m benchmarks.perf_rllib [--iterations 3] [--json perf_rllib.json] [--quick]
+
+Sampling dominates the cost of training (the learner is a small MLP). For each setting of
+env runners, envs per runner and population (networks per env) this trains the `local`
+preset for a warm-up iteration plus `--iterations` measured ones, in one Ray instance, and
+reports agent transitions sampled per second of sampling, per second of wall time, and the
+learner's time per iteration. The `local` preset is the best row on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+
+import ray
+
+from rllib_configs.ppo import build_config, get_preset
+
+# (env runners, envs per runner, networks per env)
+SETTINGS = (
+    (0, 1, 1),
+    (1, 1, 1),
+    (2, 1, 1),
+    (1, 1, 8),
+    (2, 1, 4),
+    (2, 1, 8),
+    (2, 2, 8),
+    (2, 1, 16),
+)
+QUICK = ((0, 1, 1), (2, 1, 8))
+
+
+def measure(runners: int, envs: int, population: int, iterations: int) -> dict:
+    """Train the local preset with one setting; medians over the measured iterations."""
+    local = get_preset("local")
+    env_config = {**local.env_config, "population": population}
+    layers = 4  # digits_mlp
+    episode = population * layers * env_config.get("max_cycles", 40)
+    preset = get_preset(
+        "local",
+        env_config=env_config,
+        num_env_runners=runners,
+        num_envs_per_env_runner=envs,
+        evaluation_interval=0,
+        train_batch_size=max(episode * max(runners, 1), 2560),
+        minibatch_size=512,
+    )
+    algo = build_config(preset, "shared").build_algo()
+    try:
+        algo.train()  # warm-up: actors start, first episodes begin
+        rows = []
+        for _ in range(iterations):
+            began = time.perf_counter()
+            result = algo.train()
+            wall = time.perf_counter() - began
+            steps = sum(result["env_runners"]["num_module_steps_sampled"].values())
+            timers = result["timers"]
+            rows.append(
+                {
+                    "agent_steps": steps,
+                    "wall_s": wall,
+                    "sample_s": timers["env_runner_sampling_timer"],
+                    "learner_s": timers["learner_update_timer"],
+                }
+            )
+    finally:
+        algo.stop()
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return {
+        "env_runners": runners,
+        "envs_per_runner": envs,
+        "population": population,
+        "agents_per_env_step": population * layers,
+        **median,
+        "sampled_per_s": median["agent_steps"] / median["sample_s"],
+        "overall_per_s": median["agent_steps"] / median["wall_s"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=3)
+    parser.add_argument("--json", default="perf_rllib.json")
+    parser.add_argument("--quick", action="store_true", help="two settings, one iteration")
+    args = parser.parse_args(argv)
+    settings, iterations = (QUICK, 1) if args.quick else (SETTINGS, args.iterations)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        results = [measure(*s, iterations) for s in settings]
+    finally:
+        ray.shutdown()
+    print(
+        f"{'runners':>7} {'envs':>5} {'pop':>4} {'agents':>7} {'sampled/s':>10} "
+        f"{'overall/s':>10} {'learner s':>10} {'iter s':>7}"
+    )
+    for r in results:
+        print(
+            f"{r['env_runners']:>7} {r['envs_per_runner']:>5} {r['population']:>4} "
+            f"{r['agents_per_env_step']:>7} {r['sampled_per_s']:>10.0f} {r['overall_per_s']:>10.0f} "
+            f"{r['learner_s']:>10.2f} {r['wall_s']:>7.2f}"
+        )
+    best = max(results, key=lambda r: r["overall_per_s"])
+    print(
+        f"best overall: {best['env_runners']} runners x {best['envs_per_runner']} envs x "
+        f"population {best['population']}: {best['overall_per_s']:.0f} agent transitions/s "
+        f"(target >= 1000 sampled/s with the local preset)"
+    )
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
