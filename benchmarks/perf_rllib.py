@@ -102,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in results:
         print(
             f"{r['env_runners']:>7} {r['envs_per_runner']:>5} {r['population']:>4} "
-            f"{r['agents_per_env_step']:>7} {r['sampled_per_s']:>10.0f} {r['overall_per_s']:>10.0f} "
-            f"{r['learner_s']:>10.2f} {r['wall_s']:>7.2f}"
+            f"{r['agents_per_env_step']:>7} {r['sampled_per_s']:>10.0f} "
+            f"{r['overall_per_s']:>10.0f} {r['learner_s']:>10.2f} {r['wall_s']:>7.2f}"
         )
     best = max(results, key=lambda r: r["overall_per_s"])
     print(

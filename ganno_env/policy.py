@@ -191,6 +191,35 @@ class PolicyController(Controller):
         return np.clip(value.numpy(), low, high).astype(np.float32)
 
 
+class GlobalPolicyController(PolicyController):
+    """Ablation "GANNO-global": the same trained policy, one action per network.
+
+    Each layer's action is computed as usual, then every layer of a network gets the
+    action nearest (in log-factor) to the mean of its layers' log-factors. Comparing it with
+    the per-layer controller shows what per-layer control adds.
+    """
+
+    name = "ganno_global"
+
+    @torch.no_grad()
+    def actions(self, observations: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        per_layer = super().actions(observations)
+        factors = np.log(np.asarray(self.payload["lr_factors"], dtype=np.float64))
+        by_network: dict[int, list[str]] = {}
+        for agent in per_layer:
+            by_network.setdefault(parse_agent(agent)[0], []).append(agent)
+        tied: dict[str, Any] = {}
+        for agents in by_network.values():
+            if self.action_mode == "discrete":
+                mean = np.mean([factors[per_layer[a]] for a in agents])
+                action: Any = int(np.argmin(np.abs(factors - mean)))
+            else:
+                action = np.mean([per_layer[a] for a in agents], axis=0).astype(np.float32)
+            for agent in agents:
+                tied[agent] = action
+        return tied
+
+
 def _depths(observations: Mapping[str, Any]) -> dict[int, int]:
     """Layers per network, from the agent ids present."""
     depth: dict[int, int] = {}
@@ -200,8 +229,13 @@ def _depths(observations: Mapping[str, Any]) -> dict[int, int]:
     return depth
 
 
-def load_policy(path: str | os.PathLike, greedy: bool = True, seed: int = 0) -> PolicyController:
-    """A controller from `policy.pt` (no Ray needed). Clear errors for files it can't serve."""
+def load_policy(
+    path: str | os.PathLike, greedy: bool = True, seed: int = 0, tie_layers: bool = False
+) -> PolicyController:
+    """A controller from `policy.pt` (no Ray needed). Clear errors for files it can't serve.
+
+    `tie_layers=True` gives the GANNO-global ablation (one action per network).
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -229,6 +263,7 @@ def load_policy(path: str | os.PathLike, greedy: bool = True, seed: int = 0) -> 
             f"{os.fspath(path)!r}: mapping {payload.get('mapping')!r}; allowed: {MAPPINGS}"
         )
     try:
-        return PolicyController(payload, greedy=greedy, seed=seed)
+        cls = GlobalPolicyController if tie_layers else PolicyController
+        return cls(payload, greedy=greedy, seed=seed)
     except (KeyError, RuntimeError) as error:
         raise ValueError(f"{os.fspath(path)!r}: damaged policy weights ({error})") from None

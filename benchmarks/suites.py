@@ -1,0 +1,75 @@
+"""Benchmark suites: versioned sets of held-out conditions, seeds and episode settings.
+
+A suite file (`benchmarks/suites/NAME.json`) names its version, the condition file it draws
+from, the seeds (>= 1,000,000, never used in training) and the oracle's LR grid. Seed s of
+a condition always gives the same initial conditions, so every controller starts each run
+from exactly the same LR, weights and data order as every other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from ganno_env.conditions import get_condition
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    version: str
+    description: str
+    conditions_version: str
+    task: str
+    env: dict[str, Any]
+    seeds: tuple[int, ...]
+    conditions: tuple[str, ...]
+    oracle_grid: tuple[float, ...]
+    target_factor: float
+
+    def with_seeds(self, count: int) -> Suite:
+        """The first `count` seeds (a quicker run of the same suite)."""
+        if not 1 <= count <= len(self.seeds):
+            raise ValueError(f"--seeds {count}; allowed: 1..{len(self.seeds)} for {self.name}")
+        return Suite(**{**self.__dict__, "seeds": self.seeds[:count]})
+
+    def initial_conditions(self, condition: str, seed: int) -> dict[str, Any]:
+        """Explicit initial conditions of one run (every field fixed)."""
+        drawn = get_condition(condition, self.conditions_version).sample(
+            np.random.default_rng(seed), seed
+        )
+        values = drawn.to_dict()
+        values["task"] = values["task"] or self.task
+        return values
+
+
+def suite_names() -> list[str]:
+    folder = resources.files("benchmarks").joinpath("suites")
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+def load_suite(name: str) -> Suite:
+    """A suite by name; ValueError lists the known ones."""
+    if name not in suite_names():
+        raise ValueError(f"suite={name!r} is unknown; known suites: {suite_names()}")
+    raw = json.loads(resources.files("benchmarks").joinpath("suites", f"{name}.json").read_text())
+    for condition in raw["conditions"]:
+        get_condition(condition, raw["conditions_version"])
+    return Suite(
+        name=name,
+        version=raw["version"],
+        description=raw.get("description", ""),
+        conditions_version=raw["conditions_version"],
+        task=raw["task"],
+        env=dict(raw["env"]),
+        seeds=tuple(raw["seeds"]),
+        conditions=tuple(raw["conditions"]),
+        oracle_grid=tuple(raw["oracle_grid"]),
+        target_factor=float(raw.get("target_factor", 2.0)),
+    )
