@@ -80,6 +80,15 @@ def read_results(path: Path) -> list[dict[str, Any]]:
     return records
 
 
+def drop_partial_line(path: Path) -> None:
+    """Cut a last line left unfinished by a kill, so new lines start on a line of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
 def plan(suite: Suite, controllers: Iterable[str], done: set[tuple]) -> list[Unit]:
     """The units still to run: missing (condition, controller, seed, variant) keys only."""
     units = []
@@ -218,6 +227,7 @@ def run_suite(
     unknown = sorted(set(names) - set(controller_names("x")))
     if unknown:
         raise ValueError(f"unknown controllers {unknown}; known: {controller_names('x')}")
+    drop_partial_line(path)
     done = {run_key(r) for r in read_results(path)}
     units = plan(suite, names, done)
     progress = Progress(sum(u.size for u in units))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,18 +47,20 @@ class Suite:
         return values
 
 
+# Not importlib.resources: torchrl installs a top-level `benchmarks` namespace folder of its
+# own, which can shadow this package's data files.
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
 def suite_names() -> list[str]:
-    folder = resources.files("benchmarks").joinpath("suites")
-    return sorted(
-        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
-    )
+    return sorted(p.stem for p in SUITES_DIR.glob("*.json"))
 
 
 def load_suite(name: str) -> Suite:
     """A suite by name; ValueError lists the known ones."""
     if name not in suite_names():
         raise ValueError(f"suite={name!r} is unknown; known suites: {suite_names()}")
-    raw = json.loads(resources.files("benchmarks").joinpath("suites", f"{name}.json").read_text())
+    raw = json.loads((SUITES_DIR / f"{name}.json").read_text())
     for condition in raw["conditions"]:
         get_condition(condition, raw["conditions_version"])
     return Suite(

@@ -10,6 +10,7 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -112,6 +113,64 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train on the `train` conditions of digits_mlp, then benchmark on held-out ones.
+
+    Both stages resume: rerunning after an interruption continues from the last
+    checkpoint and skips the benchmark runs already in results.jsonl.
+    """
+    try:
+        from rllib_configs.ppo import get_preset
+        from rllib_configs.train import train
+    except ImportError as error:
+        print(f"ganno run needs Ray: pip install 'ganno[rllib]' ({error})", file=sys.stderr)
+        return 2
+    from benchmarks.report import build_report, summary_table
+    from benchmarks.runner import run_suite
+    from benchmarks.suites import load_suite
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    preset = get_preset("smoke" if args.quick else "local")
+    print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
+    policy = train(preset, "shared", out / "train", resume=True)
+    trained = time.perf_counter()
+    suite = load_suite("quick" if args.quick else "unseen")
+    print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
+    results = run_suite(suite, out / "bench", policy=str(policy), workers=args.workers)
+    summary = build_report(results, suite, out / "bench")
+    print(summary_table(summary))
+    end = time.perf_counter()
+    print(f"report: {out / 'bench' / 'report.md'}")
+    print(f"wall time: training {trained - start:.0f} s, benchmark {end - trained:.0f} s, "
+          f"total {end - start:.0f} s")  # fmt: skip
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.perf:
+        from benchmarks.perf_env import main as perf_main
+
+        return perf_main(["--quick"] if args.quick else [])
+    from benchmarks.report import build_report, summary_table
+    from benchmarks.runner import run_suite
+    from benchmarks.suites import load_suite
+
+    suite = load_suite("quick" if args.quick else args.suite)
+    if args.seeds is not None:
+        suite = suite.with_seeds(args.seeds)
+    controllers = args.controllers.split(",") if args.controllers else None
+    start = time.perf_counter()
+    results = run_suite(
+        suite, args.out, policy=args.policy, controllers=controllers, workers=args.workers,
+        address=args.address, device=args.device,
+    )  # fmt: skip
+    summary = build_report(results, suite, args.out)
+    print(summary_table(summary))
+    print(f"report: {args.out}/report.md ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganno", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,9 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--interval", type=_positive_int, default=25)
         p.add_argument("--device", default="cpu")
 
-    run = commands.add_parser("run", help="the main job on the default task")
-    add_baseline_options(run)
-    run.set_defaults(func=cmd_baselines)
+    run = commands.add_parser(
+        "run", help="the main job: train GANNO (local preset), benchmark it on 'unseen'"
+    )
+    run.add_argument("--out", default="runs/main", help="folder for training and benchmark")
+    run.add_argument("--quick", action="store_true", help="smoke training, quick suite")
+    run.add_argument("--workers", type=_positive_int, default=2)
+    run.set_defaults(func=cmd_run)
     baselines = commands.add_parser("baselines", help="compare hand-made schedules")
     add_baseline_options(baselines)
     baselines.set_defaults(func=cmd_baselines)
@@ -140,6 +203,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.set_defaults(func=cmd_train)
+
+    bench = commands.add_parser("bench", help="benchmark controllers on a suite of conditions")
+    bench.add_argument("--suite", default="unseen", help="suite name (benchmarks/suites/)")
+    bench.add_argument("--policy", default=None, help="a policy.pt to include as 'ganno'")
+    bench.add_argument("--quick", action="store_true", help="the CI-sized 'quick' suite")
+    bench.add_argument("--seeds", type=_positive_int, default=None, help="first N seeds only")
+    bench.add_argument("--controllers", default=None, help="comma-separated subset")
+    bench.add_argument("--workers", type=_positive_int, default=2, help="processes")
+    bench.add_argument("--address", default=None, help="run units as Ray tasks on a cluster")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--perf", action="store_true", help="run benchmarks.perf_env instead")
+    bench.add_argument("--out", default="runs/bench")
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -16,9 +16,12 @@ trajectory as a population of one with that seed (up to float rounding).
 Inside `train` nothing reads a value back to the host, so on CUDA an interval runs without
 synchronising; statistics are reduced once per interval.
 
-On the CPU, training flushes denormal floats to zero (and restores PyTorch's default after):
-squared tiny gradients (an LR of 1e-6, a network that has converged) are otherwise denormal
-and make every step ten times slower.
+On the CPU, the engine runs torch on `num_threads` threads (default 1) and flushes denormal
+floats to zero, restoring both after each call. Small networks gain nothing from more
+threads, and OpenMP threads that spin-wait for a core another process holds make each step
+up to fifty times slower (two env runners or benchmark workers on two cores). Squared tiny
+gradients (an LR of 1e-6, a converged network) are otherwise denormal and make every step
+ten times slower.
 """
 
 from __future__ import annotations
@@ -54,10 +57,12 @@ class PopulationTrainer:
         momentum: float = 0.0,
         device: str | torch.device = "cpu",
         val_limit: int | None = None,
+        num_threads: int = 1,
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
         self.n = len(modules)
+        self.num_threads = num_threads
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.optimizer = optimizer
@@ -124,6 +129,10 @@ class PopulationTrainer:
         The batch is kept and used as the first one of the next `train` call, as an
         ordinary loop would compute a gradient and then step on it.
         """
+        with self._cpu_settings():
+            return self._probe()
+
+    def _probe(self) -> tuple[torch.Tensor, LayerStats]:
         self._carry = self._take_batches(1)
         losses = self._losses(self.params, *self._batch(self._carry[0]))
         grads = torch.autograd.grad(losses.sum(), self.params)
@@ -142,7 +151,7 @@ class PopulationTrainer:
         Returns the mean train loss of each network over the interval [N] and the
         interval's per-layer statistics.
         """
-        with self._fast_floats():
+        with self._cpu_settings():
             return self._train(lrs, steps)
 
     def _train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
@@ -175,16 +184,19 @@ class PopulationTrainer:
         return loss_sum / steps, stats
 
     @contextlib.contextmanager
-    def _fast_floats(self) -> Iterator[None]:
-        """Flush denormals on the CPU while training (see the module docstring)."""
+    def _cpu_settings(self) -> Iterator[None]:
+        """Threads and denormal flushing for the CPU (see the module docstring)."""
         if self.device.type != "cpu":
             yield
             return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
         torch.set_flush_denormal(True)
         try:
             yield
         finally:
             torch.set_flush_denormal(False)
+            torch.set_num_threads(threads)
 
     def _apply(self, grads: list[torch.Tensor], lr_views: list[torch.Tensor]) -> None:
         """One optimiser step for every network: SGD (with momentum) or Adam."""
@@ -224,9 +236,12 @@ class PopulationTrainer:
                 t.copy_(torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, 0.0))
 
     # --------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor | None]:
         """Loss [N] and accuracy [N] (None for regression) on the val or test split."""
+        with self._cpu_settings(), torch.no_grad():
+            return self._evaluate(split)
+
+    def _evaluate(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
         out = self._forward(self.params, x, shared=True)
         y = y.expand(self.n, *y.shape)

@@ -42,8 +42,9 @@ class GannoMultiAgentEnv(ParallelPettingZooEnv):
 
     def step(self, action_dict: dict):
         obs, rewards, terminateds, truncateds, infos = self.par_env.step(action_dict)
-        self.agents = list(self.par_env.agents)
-        over = not self.agents
+        # agents that finish now still get this last observation; they leave next step
+        self.agents = list(obs)
+        over = not self.par_env.agents
         everyone_terminated = over and all(terminateds.values())
         terminateds["__all__"] = everyone_terminated
         truncateds["__all__"] = over and not everyone_terminated
