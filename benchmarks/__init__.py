@@ -1,0 +1,1 @@
+"""Performance and quality benchmarks of GANNO (run each as `python -m benchmarks.NAME`)."""
