@@ -32,6 +32,7 @@ from rllib_configs.env import GannoMultiAgentEnv
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
 
 PRESETS = ("smoke", "local", "cluster_gpu")
+WIDE_FACTORS = (0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -92,18 +93,19 @@ def local() -> Preset:
     """A 2-CPU laptop, minutes: two env runners, populations of 8 networks per env."""
     return Preset(
         name="local",
-        # 8 networks x 4 layers = 32 agent transitions per env step
-        env_config={"conditions": "train", "population": 8},
+        # 8 networks x 4 layers = 32 agent transitions per env step; factors up to 4x let an
+        # agent cross the LR range in a few decisions (cut a huge LR before it diverges)
+        env_config={"conditions": "train", "population": 8, "lr_factors": WIDE_FACTORS},
         eval_env_config={"conditions": "unseen_lr", "population": 4},
         num_env_runners=2,  # one per core; the driver's learner is light
         num_envs_per_env_runner=1,
-        train_batch_size=2560,  # one 40-decision episode of 8 x 4 agents per runner
+        train_batch_size=5120,  # two 40-decision episodes of 8 x 4 agents per runner
         minibatch_size=512,
         num_epochs=6,
         lr=5e-4,
         evaluation_interval=5,
         evaluation_episodes=1,
-        stop_iters=25,
+        stop_iters=30,
         checkpoint_every=5,
     )
 
@@ -113,7 +115,12 @@ def cluster_gpu() -> Preset:
     with a fraction of a GPU each, and GPU learners."""
     return Preset(
         name="cluster_gpu",
-        env_config={"conditions": "train", "population": 64, "device": "cuda"},
+        env_config={
+            "conditions": "train",
+            "population": 64,
+            "device": "cuda",
+            "lr_factors": WIDE_FACTORS,
+        },
         eval_env_config={"conditions": "unseen_lr", "population": 16, "device": "cuda"},
         num_env_runners=16,
         num_envs_per_env_runner=2,  # a second env hides the first one's inference latency
