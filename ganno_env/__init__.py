@@ -17,6 +17,7 @@ from ganno_env.conditions import (
 )
 from ganno_env.datasets import DataSplits, load_dataset
 from ganno_env.features import FEATURE_NAMES, FEATURES
+from ganno_env.scheduler import GannoScheduler
 from ganno_env.tasks import TASKS, Task, get_task, register_task
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "TASKS",
     "Condition",
     "DataSplits",
+    "GannoScheduler",
     "InitialConditions",
     "Task",
     "get_condition",

@@ -132,7 +132,16 @@ def learner_nets(algo: Algorithm, preset: Preset) -> dict[str, PolicyNet]:
 def export_from(algo: Algorithm, path: Path, preset: Preset, mapping: str) -> Path:
     """Write `policy.pt` from the learner's current modules."""
     nets = learner_nets(algo, preset)
-    extra = {"preset": preset.name, "iteration": algo.iteration, "hidden": list(preset.hidden)}
+    env = algo.config.env_config
+    extra = {
+        "preset": preset.name,
+        "iteration": algo.iteration,
+        "hidden": list(preset.hidden),
+        # what a scheduler needs to pace decisions as in training
+        "interval": int(env.get("interval", 25)),
+        "max_cycles": int(env.get("max_cycles", 40)),
+        "divergence_factor": float(env.get("divergence_factor", 10.0)),
+    }
     export_policy(path, nets, mapping, algo.config.env_config, extra)
     return path
 

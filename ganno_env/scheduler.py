@@ -1,0 +1,452 @@
+"""A trained GANNO policy as a learning-rate scheduler for an ordinary PyTorch training loop.
+
+`GannoScheduler` lets the layer agents of a trained `policy.pt` set the per-layer learning
+rates of your own model and optimizer, outside the env. It sees what the agents saw in
+training: the same layers (`ganno_env.models.layer_groups`), the same 12 observation
+features computed by the same functions (`ganno_env.features.layer_statistics` and
+`observation_features`), the same LR arithmetic (factor, clipping to the policy's
+`lr_bounds`, `last_log_factor`) and the same decision rhythm: one decision before the first
+update, then one every `interval` optimiser steps.
+
+Call order: `scheduler.observe(loss)` goes after `loss.backward()` (and after any gradient
+clipping or `GradScaler.unscale_`) and before `optimizer.step()`, every step::
+
+    scheduler = GannoScheduler(optimizer, model, "policy.pt", val_loss_fn=val_loss)
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        scheduler.observe(loss)  # reads p.grad; on step 0 and every `interval` steps, sets LRs
+        optimizer.step()         # applies this step's gradient with the LRs just set
+
+`observe` adds this step's gradient to the interval's statistics. On the very first call it
+first decides on the statistics of this one gradient (the env's probe), so a bad initial LR
+can be cut before it is ever applied; every `interval` calls after that it decides on the
+statistics of the interval just finished (weights now vs. at its start, the per-step
+gradients, the mean train loss) and the current val loss, then counts this step's gradient
+into the next interval, exactly as the env does. `optimizer.step()` without an `observe`
+since the last step raises RuntimeError, as it would silently shift every decision.
+
+Layers (agents): the model's parameters are grouped as in the env (`layer_groups`: a
+Linear or Conv layer's weight and bias, plus any following parameters such as a norm's),
+input to output. The scheduler then rewrites `optimizer.param_groups` into one group per
+layer (or, for an optimizer built with several groups, e.g. weight decay on/off, one group
+per original group and layer), each keeping its original group's hyper-parameters; an
+optimizer that already has one group per layer is left as it is. Parameters live in their
+groups, so optimizer state (momentum, Adam moments) is kept. The parameters of one layer
+must start with the same LR; layers without parameters in the optimizer are not agents.
+Build the scheduler before loading an optimizer state dict saved with it.
+
+Val loss: `val_loss_fn()` returns a float (or a 0-d tensor); it is called once per decision,
+under `torch.no_grad()`, and the value at the first decision is the reference "initial val
+loss" of the loss-ratio features. Switch `model.eval()`/`model.train()` inside it if the
+model has dropout or batch norm. Without `val_loss_fn` the interval's mean train loss
+stands in for the val loss (the first step's loss at the first decision).
+
+Defaults come from the policy: `interval` and `max_cycles` from its file when it records
+them (`payload["extra"]`), else the env's 25 and 40. `progress` is decisions taken /
+`max_cycles`, kept at 1 past the horizon the policy was trained for. Val losses above
+`divergence_factor` (10) x the initial one are capped as in the env; the scheduler warns
+once and keeps going (the env would have ended the episode there).
+
+Works with any optimizer whose param groups have an `lr` (SGD with or without momentum,
+Adam, AdamW, ...), on any device: statistics stay on the parameters' device and are read back
+once per decision. Extra memory: four float32 copies of the parameters (gradient sum and
+sum of squares, the interval's start weights, the last interval's mean gradient).
+
+A model deeper or shallower than the policy's training networks works with the `shared`
+and `grouped` mappings; a `per_layer` policy serves only up to the depth it was trained on
+and raises ValueError otherwise. Files that are not GANNO policies, or that expect other
+observation features or another env version, raise ValueError when loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ganno_env.features import LayerStats, layer_statistics, observation_features
+from ganno_env.models import layer_groups
+from ganno_env.policy import PolicyController, load_policy, module_for
+
+DEFAULT_INTERVAL = 25
+DEFAULT_MAX_CYCLES = 40
+DEFAULT_DIVERGENCE_FACTOR = 10.0
+
+
+class GannoScheduler:
+    """Per-layer LRs from a trained GANNO policy; call `observe(loss)` before each step.
+
+    Arguments:
+        optimizer: any `torch.optim.Optimizer` whose param groups have `lr`; its groups are
+            rewritten into per-layer groups (see the module docstring).
+        model: the `nn.Module` the optimizer trains; it defines the layers.
+        policy: path to `policy.pt`, or a loaded `PolicyController` (`load_policy`).
+        interval: optimiser steps per decision; default: the policy's, else 25.
+        val_loss_fn: `() -> float`, the current val loss, called once per decision; None:
+            the interval's mean train loss stands in.
+        max_cycles: decisions the `progress` feature counts up to; default: the policy's,
+            else 40.
+
+    After each decision `lrs` holds the per-layer LRs, `observations` the [layers, 12]
+    features the policy saw, and `history` one dict per decision (step, lrs, actions,
+    train_loss, val_loss as the features used them).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        policy: str | os.PathLike | PolicyController = "policy.pt",
+        interval: int | None = None,
+        val_loss_fn: Callable[[], float] | None = None,
+        max_cycles: int | None = None,
+    ):
+        if isinstance(policy, PolicyController):
+            self.controller = policy
+        else:
+            self.controller = load_policy(policy)
+        payload = self.controller.payload
+        self.policy_name = "the policy" if isinstance(policy, PolicyController) else repr(policy)
+        self.interval = _positive_int(
+            "interval", interval if interval is not None else _trained(payload, "interval")
+        )
+        self.max_cycles = _positive_int(
+            "max_cycles", max_cycles if max_cycles is not None else _trained(payload, "max_cycles")
+        )
+        self.divergence_factor = float(_trained(payload, "divergence_factor"))
+        self.action_mode = payload["action_mode"]
+        self.lr_factors = np.asarray(payload["lr_factors"], dtype=np.float64)
+        self.lr_bounds = tuple(float(b) for b in payload["lr_bounds"])
+        self.val_loss_fn = val_loss_fn
+        self.optimizer = optimizer
+
+        self.layer_names, self._params, self._groups = _per_layer_groups(optimizer, model)
+        self.num_layers = len(self._params)
+        self._check_mapping()
+        self._flat = [p for params in self._params for p in params]
+        self._layer_of = [j for j, params in enumerate(self._params) for _ in params]
+
+        self.steps = 0  # observe() calls so far
+        self.decisions = 0
+        self.lrs: np.ndarray | None = None
+        self.last_log_factor = np.zeros(self.num_layers)
+        self.observations: np.ndarray | None = None
+        self.history: list[dict[str, Any]] = []
+        self.initial_val_loss: float | None = None
+        self.val_loss: float | None = None
+        self.diverged = False
+        self._start: list[torch.Tensor] | None = None
+        self._grad_sum: list[torch.Tensor] = []
+        self._grad_sq_sum: list[torch.Tensor] = []
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._interval_steps = 0
+        self._previous_mean_grad: list[torch.Tensor] | None = None
+        self._observed = False
+        self._hook = optimizer.register_step_pre_hook(self._check_order)
+
+    # -------------------------------------------------------------------- API
+    @torch.no_grad()
+    def observe(self, loss: torch.Tensor | float) -> None:
+        """Record this step's loss and gradients; decide on step 0 and every `interval` steps.
+
+        Call it after `loss.backward()` and before `optimizer.step()`.
+        """
+        if self.steps == 0:
+            self._first_decision(loss)
+            self._start_interval()
+        elif self._interval_steps == self.interval:
+            self._interval_decision()
+            self._start_interval()
+        grads = self._grads()
+        torch._foreach_add_(self._grad_sum, grads)
+        torch._foreach_addcmul_(self._grad_sq_sum, grads, grads)
+        self._loss_sum = self._loss_sum + _detached(loss)
+        self._interval_steps += 1
+        self.steps += 1
+        self._observed = True
+
+    def get_last_lr(self) -> list[float]:
+        """The LR of every optimizer param group (as torch's LR schedulers report it)."""
+        return [float(group["lr"]) for group in self.optimizer.param_groups]
+
+    def close(self) -> None:
+        """Stop checking the call order (removes the optimizer hook); LRs stay as set."""
+        self._hook.remove()
+
+    # -------------------------------------------------------------- decisions
+    def _first_decision(self, loss: torch.Tensor | float) -> None:
+        """The env's reset: statistics of the first gradient, before any update."""
+        low, high = self.lr_bounds
+        lrs = [float(self._groups[j][0]["lr"]) for j in range(self.num_layers)]
+        self.lrs = np.clip(np.asarray(lrs, dtype=np.float64), low, high)
+        grads = self._grads()
+        stats = self._statistics(self._weights_flat(), None, grads, [g * g for g in grads], None, 1)
+        train_loss = float(loss)
+        val_loss = self._measure_val(train_loss)
+        initial = val_loss if math.isfinite(val_loss) and val_loss > 0 else 1.0
+        self.initial_val_loss = initial
+        self.cap = self.divergence_factor * initial
+        self.val_loss = min(initial, self.cap)
+        train_loss = self._safe(train_loss)
+        self._decide(stats, train_loss, 1.0, 0.0)
+
+    def _interval_decision(self) -> None:
+        """The env's step: statistics of the interval just trained, then the val loss."""
+        steps = self._interval_steps
+        stats = self._statistics(
+            self._weights_flat(), self._start, self._grad_sum, self._grad_sq_sum,
+            self._previous_mean_grad, steps,
+        )  # fmt: skip
+        self._previous_mean_grad = [g / steps for g in self._grad_sum]
+        train_loss = float(self._loss_sum) / steps
+        val_loss = self._measure_val(train_loss)
+        capped = min(val_loss, self.cap) if math.isfinite(val_loss) else self.cap
+        if capped >= self.cap and not self.diverged:
+            self.diverged = True
+            warnings.warn(
+                f"val loss {val_loss:.4g} reached {self.divergence_factor:g} x the initial "
+                f"{self.initial_val_loss:.4g} after {self.steps} steps: training diverged "
+                "(the env would have stopped here); the policy keeps acting on capped losses",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        previous, self.val_loss = self.val_loss, capped
+        self._decide(
+            stats,
+            self._safe(train_loss),
+            capped / self.initial_val_loss,
+            math.log(capped) - math.log(previous),
+        )
+
+    def _decide(
+        self, stats: LayerStats, train_loss: float, val_ratio: float, val_change: float
+    ) -> None:
+        """Observations -> policy actions -> new per-layer LRs, as the env applies them."""
+        progress = min(self.decisions / self.max_cycles, 1.0)
+        obs = observation_features(
+            self.lrs[None], stats, np.array([train_loss / self.initial_val_loss]),
+            np.array([val_ratio]), np.array([val_change]), progress, self.last_log_factor[None],
+        )[0]  # fmt: skip
+        agents = [f"layer_{j}" for j in range(self.num_layers)]
+        actions = self.controller.actions({a: obs[j] for j, a in enumerate(agents)})
+        requested = self.lrs.copy()
+        for j, agent in enumerate(agents):
+            requested[j] = self._requested_lr(self.lrs[j], actions[agent])
+        low, high = self.lr_bounds
+        self.last_log_factor = np.log(requested / self.lrs)
+        self.lrs = np.clip(requested, low, high)
+        for j, groups in enumerate(self._groups):
+            for group in groups:
+                _set_lr(group, float(self.lrs[j]))
+        self.observations = obs
+        self.history.append(
+            {
+                "step": self.steps,
+                "decision": self.decisions,
+                "lrs": self.lrs.tolist(),
+                "actions": [_plain(actions[a]) for a in agents],
+                "train_loss": train_loss,
+                "val_loss": self.val_loss,
+            }
+        )
+        self.decisions += 1
+
+    def _requested_lr(self, lr: float, action: Any) -> float:
+        """The LR an action asks for before clipping (the env's `_requested_lrs`)."""
+        if self.action_mode == "discrete":
+            return lr * float(self.lr_factors[int(action)])
+        value = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        if self.action_mode == "log_lr":
+            low, high = np.log10(self.lr_bounds)
+            return float(10.0 ** np.clip(value, low, high))
+        low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
+        return lr * float(np.exp(np.clip(value, low, high)))
+
+    # ------------------------------------------------------------- statistics
+    def _start_interval(self) -> None:
+        self._start = [w.clone() for w in self._weights_flat()]
+        self._grad_sum = [torch.zeros_like(w) for w in self._start]
+        self._grad_sq_sum = [torch.zeros_like(w) for w in self._start]
+        self._loss_sum = 0.0
+        self._interval_steps = 0
+
+    def _weights_flat(self) -> list[torch.Tensor]:
+        """Every parameter as a float32 [1, ...] tensor (a view when already float32)."""
+        return [p.detach()[None].float() for p in self._flat]
+
+    def _grads(self) -> list[torch.Tensor]:
+        """This step's gradients as float32 [1, ...] tensors (zeros where p.grad is None)."""
+        return [
+            torch.zeros_like(p, dtype=torch.float32)[None]
+            if p.grad is None
+            else p.grad.detach()[None].float()
+            for p in self._flat
+        ]
+
+    def _by_layer(self, tensors: Sequence[torch.Tensor] | None) -> list[list[torch.Tensor]] | None:
+        if tensors is None:
+            return None
+        layers: list[list[torch.Tensor]] = [[] for _ in range(self.num_layers)]
+        for tensor, j in zip(tensors, self._layer_of):
+            layers[j].append(tensor)
+        return layers
+
+    def _statistics(self, weights, start, grad_sum, grad_sq_sum, previous, steps) -> LayerStats:
+        """`layer_statistics` over all layers; per layer when they sit on several devices."""
+        args = [self._by_layer(t) for t in (weights, start, grad_sum, grad_sq_sum, previous)]
+        if len({w.device for w in weights}) == 1:
+            return layer_statistics(*args, steps)
+        per_layer = [
+            layer_statistics(*[None if a is None else [a[j]] for a in args], steps)
+            for j in range(self.num_layers)
+        ]
+        return LayerStats(
+            **{
+                f.name: torch.cat([getattr(s, f.name).cpu() for s in per_layer], dim=1)
+                for f in fields(LayerStats)
+            }
+        )
+
+    # ---------------------------------------------------------------- helpers
+    def _measure_val(self, train_loss: float) -> float:
+        if self.val_loss_fn is None:
+            return float(train_loss)
+        return float(self.val_loss_fn())
+
+    def _safe(self, loss: float) -> float:
+        """The env's `_safe`: a non-finite or huge loss becomes the divergence cap."""
+        return min(loss, self.cap) if math.isfinite(loss) else self.cap
+
+    def _check_order(self, optimizer, args, kwargs) -> None:
+        if not self._observed:
+            raise RuntimeError(
+                "optimizer.step() without scheduler.observe(loss) since the last step: call "
+                "scheduler.observe(loss) after loss.backward() and before optimizer.step() "
+                "(scheduler.close() stops this check)"
+            )
+        self._observed = False
+
+    def _check_mapping(self) -> None:
+        nets = self.controller.nets
+        for j in range(self.num_layers):
+            module = module_for(f"layer_{j}", self.controller.mapping, self.num_layers)
+            if module not in nets:
+                raise ValueError(
+                    f"{self.policy_name} is a {self.controller.mapping} policy with modules "
+                    f"{sorted(nets)}, but the model has {self.num_layers} layers: layer {j} "
+                    f"needs module {module!r}. A per_layer policy serves only networks as deep "
+                    "as it was trained on; use a shared or grouped policy for this model"
+                )
+
+
+def _per_layer_groups(
+    optimizer: torch.optim.Optimizer, model: nn.Module
+) -> tuple[list[list[str]], list[list[torch.Tensor]], list[list[dict]]]:
+    """Rewrite the optimizer's param groups into per-layer groups.
+
+    Returns the parameter names, the parameters and the param groups of each layer that
+    the optimizer trains, input to output.
+    """
+    named = dict(model.named_parameters())
+    layer_of: dict[int, int] = {}
+    for j, names in enumerate(layer_groups(model)):
+        for name in names:
+            layer_of[id(named[name])] = j
+    split: list[tuple[int, int, dict]] = []  # (layer, original group, new group)
+    for g, group in enumerate(optimizer.param_groups):
+        if "lr" not in group:
+            raise ValueError(
+                f"optimizer {type(optimizer).__name__} has no 'lr' in its param groups; "
+                "allowed: optimizers with a learning rate per group (SGD, Adam, AdamW, ...)"
+            )
+        names = group.get("param_names")
+        by_layer: dict[int, list[int]] = {}
+        for k, p in enumerate(group["params"]):
+            if id(p) not in layer_of:
+                raise ValueError(
+                    f"optimizer param group {g} holds a parameter of shape {tuple(p.shape)} "
+                    f"that is not in the model {type(model).__name__}; pass the model the "
+                    "optimizer trains"
+                )
+            by_layer.setdefault(layer_of[id(p)], []).append(k)
+        hyper = {k: v for k, v in group.items() if k not in ("params", "param_names")}
+        for j, ks in by_layer.items():
+            new = dict(hyper, params=[group["params"][k] for k in ks])
+            if names is not None:
+                new["param_names"] = [names[k] for k in ks]
+            split.append((j, g, new))
+    if not split:
+        raise ValueError("the optimizer has no parameters")
+    layers = sorted({j for j, _, _ in split})
+    already_per_layer = len(split) == len(optimizer.param_groups) and all(
+        len(new["params"]) == len(optimizer.param_groups[g]["params"]) for _, g, new in split
+    )
+    if already_per_layer:
+        groups = [(j, group) for (j, _, _), group in zip(split, optimizer.param_groups)]
+    else:
+        split.sort(key=lambda item: (item[0], item[1]))
+        optimizer.param_groups.clear()
+        for _, _, new in split:
+            optimizer.add_param_group(new)
+        groups = [(j, group) for (j, _, _), group in zip(split, optimizer.param_groups)]
+    per_layer_groups = [[group for j, group in groups if j == layer] for layer in layers]
+    params, names = [], []
+    for layer_groups_j in per_layer_groups:
+        members = {id(p) for group in layer_groups_j for p in group["params"]}
+        # model order (weight before bias), as the env sums them
+        ordered = [n for n, p in named.items() if id(p) in members]
+        names.append(ordered)
+        params.append([named[n] for n in ordered])
+        lrs = sorted({float(group["lr"]) for group in layer_groups_j})
+        if len(lrs) > 1:
+            raise ValueError(
+                f"layer {ordered} has parameters in param groups with LRs {lrs}; GANNO sets "
+                "one LR per layer: give all parameters of a layer the same initial LR"
+            )
+    return names, params, per_layer_groups
+
+
+def _trained(payload: dict[str, Any], key: str) -> Any:
+    """A setting the policy was trained with, if its file records it; else the env default."""
+    extra = payload.get("extra")
+    extra = extra if isinstance(extra, dict) else {}
+    for source in (extra, extra.get("env_config")):
+        if isinstance(source, dict) and source.get(key) is not None:
+            return source[key]
+    return {
+        "interval": DEFAULT_INTERVAL,
+        "max_cycles": DEFAULT_MAX_CYCLES,
+        "divergence_factor": DEFAULT_DIVERGENCE_FACTOR,
+    }[key]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name}={value!r}; allowed: an int >= 1")
+    return int(value)
+
+
+def _detached(loss: torch.Tensor | float) -> torch.Tensor | float:
+    if isinstance(loss, torch.Tensor):
+        return loss.detach().reshape(()).float()
+    return float(loss)
+
+
+def _set_lr(group: dict, lr: float) -> None:
+    if isinstance(group["lr"], torch.Tensor):  # capturable / fused optimizers
+        group["lr"].fill_(lr)
+    else:
+        group["lr"] = lr
+
+
+def _plain(action: Any) -> Any:
+    return action if isinstance(action, int) else np.asarray(action).tolist()

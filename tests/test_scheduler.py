@@ -1,0 +1,286 @@
+"""GannoScheduler: a policy driving an ordinary PyTorch loop exactly as it drives the env."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganno_env import GannoScheduler, layerwise_lr_v0
+from ganno_env.models import MLP
+from ganno_env.policy import PolicyNet, export_policy, load_policy
+
+torch.set_num_threads(1)
+
+INTERVAL, CYCLES, LR = 10, 6, 0.05
+
+
+def random_policy(path, mapping="shared", modules=("shared",), seed=4, scale=300.0, extra=None):
+    """A policy file with random weights whose actions differ between layers and decisions."""
+    torch.manual_seed(seed)
+    nets = {}
+    for name in modules:
+        net = PolicyNet(12, 5, (16, 16))
+        with torch.no_grad():
+            net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
+        nets[name] = net
+    export_policy(path, nets, mapping, {}, extra)
+    return path
+
+
+@pytest.fixture
+def policy_path(tmp_path):
+    return random_policy(tmp_path / "policy.pt")
+
+
+def run_env(policy_path, lr=LR, **env_kwargs):
+    """The env's episode; returns its records and what an ordinary loop needs to replay it."""
+    env = layerwise_lr_v0.parallel_env(
+        conditions={"initial_lr": lr}, max_cycles=CYCLES, interval=INTERVAL, **env_kwargs
+    )
+    observations, infos = env.reset(seed=3)
+    trainer = env.trainer
+    model = trainer.module(0)
+    batches = []
+    take = trainer._take_batches
+
+    def recording(steps):
+        out = take(steps)
+        batches.append(out[:, 0].clone())
+        return out
+
+    trainer._take_batches = recording
+    controller = load_policy(policy_path)
+    controller.reset(env, observations, infos)
+    records = [_record(observations, infos)]
+    while env.agents:
+        actions = controller.act(observations, infos)
+        observations, _, terminations, _, infos = env.step(actions)
+        assert not any(terminations.values()), "the test run must not diverge"
+        records.append(_record(observations, infos))
+    data = (trainer.x_train, trainer.y_train, trainer.x_val, trainer.y_val)
+    return records, model, torch.cat(batches), data
+
+
+def _record(observations, infos):
+    agents = sorted(observations, key=lambda a: int(a.split("_")[1]))
+    return {
+        "obs": np.stack([observations[a] for a in agents]),
+        "lrs": [infos[a]["lr"] for a in agents],
+        "train_loss": infos[agents[0]]["train_loss"],
+        "val_loss": infos[agents[0]]["val_loss"],
+    }
+
+
+OPTIMIZERS = {
+    "sgd": (LR, {}, lambda params, lr: torch.optim.SGD(params, lr=lr)),
+    "momentum": (
+        0.003,
+        {"momentum": 0.9},
+        lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    ),
+    "adam": (1e-3, {"optimizer": "adam"}, lambda params, lr: torch.optim.Adam(params, lr=lr)),
+}
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_same_decisions_and_losses_as_the_env(policy_path, name):
+    lr, env_kwargs, make_optimizer = OPTIMIZERS[name]
+    records, model, batches, data = run_env(policy_path, lr, **env_kwargs)
+    x_train, y_train, x_val, y_val = data
+    assert len(batches) == INTERVAL * CYCLES
+
+    def val_loss():
+        return F.cross_entropy(model(x_val), y_val).item()
+
+    optimizer = make_optimizer(model.parameters(), lr)
+    scheduler = GannoScheduler(
+        optimizer, model, policy_path, interval=INTERVAL, val_loss_fn=val_loss, max_cycles=CYCLES
+    )
+    assert len(optimizer.param_groups) == scheduler.num_layers == 4
+    observed = []
+    for index in batches:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_train[index]), y_train[index])
+        loss.backward()
+        decisions = scheduler.decisions
+        scheduler.observe(loss)
+        if scheduler.decisions > decisions:
+            observed.append(scheduler.observations.copy())
+        optimizer.step()
+    # the env's last observation comes after its last interval: one more observe would decide
+    assert len(observed) == CYCLES == len(records) - 1
+    history = scheduler.history
+    for t in range(CYCLES):
+        np.testing.assert_allclose(observed[t], records[t]["obs"], atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(history[t]["lrs"], records[t + 1]["lrs"], rtol=1e-6)
+        np.testing.assert_allclose(history[t]["train_loss"], records[t]["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(history[t]["val_loss"], records[t]["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose(val_loss(), records[-1]["val_loss"], rtol=1e-5)
+    lrs = np.array([h["lrs"] for h in history])
+    assert len(np.unique(lrs.round(12))) > 4, "actions must vary for this test to mean much"
+    assert any(len(set(row)) > 1 for row in lrs.round(12)), "layers must get different LRs"
+    for j, group in enumerate(optimizer.param_groups):
+        assert group["lr"] == pytest.approx(lrs[-1, j])
+
+
+def test_first_decision_happens_before_the_first_update(policy_path):
+    torch.manual_seed(0)
+    model = MLP(8, 16, 2, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = GannoScheduler(optimizer, model, policy_path, interval=5, max_cycles=4)
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for step in range(11):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        scheduler.observe(loss)
+        assert scheduler.decisions == 1 + step // 5
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(scheduler.lrs)
+        optimizer.step()
+    assert [h["step"] for h in scheduler.history] == [0, 5, 10]
+    # without val_loss_fn the train loss stands in: the first val ratio is exactly 1
+    assert scheduler.history[0]["val_loss"] == pytest.approx(scheduler.history[0]["train_loss"])
+
+
+def test_step_without_observe_raises(policy_path):
+    model = MLP(8, 16, 1, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = GannoScheduler(optimizer, model, policy_path)
+    F.cross_entropy(model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    with pytest.raises(RuntimeError, match="observe"):
+        optimizer.step()
+    scheduler.close()
+    optimizer.step()
+
+
+def test_defaults_come_from_the_policy_file(tmp_path):
+    plain = random_policy(tmp_path / "plain.pt")
+    recorded = random_policy(tmp_path / "rec.pt", extra={"interval": 7, "max_cycles": 9})
+    model = MLP(4, 8, 1, 2)
+    scheduler = GannoScheduler(torch.optim.SGD(model.parameters(), lr=0.1), model, plain)
+    assert (scheduler.interval, scheduler.max_cycles) == (25, 40)
+    scheduler = GannoScheduler(torch.optim.SGD(model.parameters(), lr=0.1), model, recorded)
+    assert (scheduler.interval, scheduler.max_cycles) == (7, 9)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("unpickled arbitrary code",))
+
+
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda p: Evil(), "not a GANNO policy file"),
+        (lambda p: ["just", "a", "list"], "policy format"),
+        (lambda p: p | {"format": 99}, "policy format"),
+        (lambda p: p | {"env_version": "other_v9"}, "trained on"),
+        (lambda p: p | {"features_version": 0}, "observation features"),
+        (lambda p: p | {"mapping": "weird"}, "mapping"),
+    ],
+)
+def test_tampered_policy_files_raise_value_error(tmp_path, policy_path, tamper, message):
+    payload = torch.load(policy_path, weights_only=True)
+    bad = tmp_path / "bad.pt"
+    torch.save(tamper(payload), bad)
+    model = MLP(4, 8, 1, 2)
+    with pytest.raises(ValueError, match=message):
+        GannoScheduler(torch.optim.SGD(model.parameters(), lr=0.1), model, bad)
+
+
+def _train_a_little(model, optimizer, scheduler, steps=12, inputs=8, classes=3):
+    torch.manual_seed(1)
+    x, y = torch.randn(64, inputs), torch.randint(0, classes, (64,))
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        scheduler.observe(loss)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_deeper_model_with_shared_mapping(policy_path):
+    model = MLP(8, 16, 7, 3)  # 8 layers, twice the training tasks' depth
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
+    losses = _train_a_little(model, optimizer, scheduler)
+    assert scheduler.num_layers == len(optimizer.param_groups) == 8
+    assert scheduler.decisions == 3 and np.isfinite(losses).all()
+    assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
+    depth = scheduler.observations[:, 6]
+    np.testing.assert_allclose(depth, np.arange(8) / 7, atol=1e-6)
+
+
+def test_per_layer_policy_on_a_deeper_model_raises(tmp_path):
+    path = random_policy(tmp_path / "per_layer.pt", "per_layer", [f"layer_{j}" for j in range(4)])
+    shallow = MLP(8, 16, 3, 3)
+    GannoScheduler(torch.optim.SGD(shallow.parameters(), lr=0.1), shallow, path)
+    deep = MLP(8, 16, 5, 3)
+    with pytest.raises(ValueError, match="per_layer policy .* 6 layers.*layer_4"):
+        GannoScheduler(torch.optim.SGD(deep.parameters(), lr=0.1), deep, path)
+
+
+def test_adam_gets_per_layer_lrs_and_trains(policy_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
+    scheduler = GannoScheduler(optimizer, model, policy_path, interval=3)
+    losses = _train_a_little(model, optimizer, scheduler, steps=15)
+    assert scheduler.layer_names == [
+        ["0.weight", "0.bias", "1.weight", "1.bias"],
+        ["3.weight", "3.bias"],
+    ]
+    assert len(optimizer.param_groups) == 2
+    assert all(g["betas"] == (0.8, 0.99) for g in optimizer.param_groups)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(scheduler.lrs)
+    assert len(optimizer.state) == 6 and np.isfinite(losses).all()
+    low, high = scheduler.lr_bounds
+    assert all(low <= lr <= high for h in scheduler.history for lr in h["lrs"])
+
+
+def test_optimizer_groups_split_per_layer_keep_their_settings(policy_path):
+    model = MLP(8, 16, 2, 3)
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight")]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias")]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=1e-3,
+    )
+    scheduler = GannoScheduler(optimizer, model, policy_path, interval=3)
+    assert len(optimizer.param_groups) == 6  # 3 layers x (decay, no decay)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0] * 3
+    _train_a_little(model, optimizer, scheduler, steps=7)
+    for j, lr in enumerate(scheduler.lrs):
+        assert {g["lr"] for g in optimizer.param_groups[2 * j : 2 * j + 2]} == {lr}
+
+    mixed = torch.optim.SGD([{"params": decay, "lr": 0.1}, {"params": no_decay, "lr": 0.2}], lr=0.1)
+    with pytest.raises(ValueError, match="one LR per layer"):
+        GannoScheduler(mixed, model, policy_path)
+
+
+def test_optimizer_of_another_model_raises(policy_path):
+    model, other = MLP(4, 8, 1, 2), MLP(4, 8, 1, 2)
+    with pytest.raises(ValueError, match="not in the model"):
+        GannoScheduler(torch.optim.SGD(other.parameters(), lr=0.1), model, policy_path)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda(policy_path):
+    model = MLP(8, 16, 2, 3).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
+    torch.manual_seed(1)
+    x, y = torch.randn(64, 8, device="cuda"), torch.randint(0, 3, (64,), device="cuda")
+    for _ in range(9):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        scheduler.observe(loss)
+        optimizer.step()
+    assert scheduler.decisions == 3 and np.isfinite(scheduler.observations).all()
