@@ -34,7 +34,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("grad_cosine", -1.0, 1.0, "cosine between this and the last interval's mean grad"),
     Feature("grad_noise_ratio", 0.0, 1.0, "share of the per-step gradient energy that is noise"),
     Feature("relative_depth", 0.0, 1.0, "layer index / (layers - 1): 0 = input, 1 = output"),
-    Feature("log_train_loss_ratio", -10.0, 5.0, "ln(mean train loss this interval / initial val loss)"),
+    Feature("log_train_loss_ratio", -10.0, 5.0, "ln(interval mean train loss / initial val loss)"),
     Feature("log_val_loss_ratio", -10.0, 5.0, "ln(val loss / initial val loss)"),
     Feature("val_log_change", -10.0, 10.0, "ln(val loss) - ln(last interval's val loss)"),
     Feature("progress", 0.0, 1.0, "decisions taken / max_cycles"),
