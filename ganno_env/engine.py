@@ -129,7 +129,7 @@ class PopulationTrainer:
         The batch is kept and used as the first one of the next `train` call, as an
         ordinary loop would compute a gradient and then step on it.
         """
-        with self._cpu_settings():
+        with self._cpu_settings(), torch.enable_grad():
             return self._probe()
 
     def _probe(self) -> tuple[torch.Tensor, LayerStats]:
@@ -151,7 +151,7 @@ class PopulationTrainer:
         Returns the mean train loss of each network over the interval [N] and the
         interval's per-layer statistics.
         """
-        with self._cpu_settings():
+        with self._cpu_settings(), torch.enable_grad():  # callers may sit in no_grad()
             return self._train(lrs, steps)
 
     def _train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:

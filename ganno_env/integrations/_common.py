@@ -1,12 +1,12 @@
 """What the library glue shares: library checks, agent-set checks and two env wrappers.
 
-Both run the env under `torch.enable_grad()`: TorchRL's collectors and skrl's trainers step
-envs inside `torch.no_grad()`, where the inner training's `autograd.grad` would fail.
-
 * `FixedAgentSet`: every episode has all of `possible_agents`, and they all end at the same
   step (for libraries that stack agents into fixed arrays: SuperSuit, skrl).
 * `PaddedInfos`: every info has the same keys, and reset gives an observation and an info
   to every possible agent (for TorchRL, whose specs come from the first reset's infos).
+
+Both run the env under `torch.enable_grad()`: TorchRL's collectors and skrl's trainers step
+envs inside `torch.no_grad()`, where the inner training's `autograd.grad` would fail.
 """
 
 from __future__ import annotations

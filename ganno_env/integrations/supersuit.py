@@ -1,6 +1,6 @@
 """The env as a SuperSuit vector env of single agents, e.g. for Stable-Baselines3.
 
-`pip install 'ganno[sb3]'` (SuperSuit and Stable-Baselines3); see docs/sb3.md.
+`pip install 'ganno[sb3]'` (SuperSuit and Stable-Baselines3); see docs/supersuit.md.
 
 SuperSuit's `pettingzoo_env_to_vec_env_v1` turns each of `possible_agents` into one slot of
 a vector env, so one single-agent learner (a shared policy) trains every layer, and
@@ -68,6 +68,7 @@ def _seedable_sb3(venv):
 
     SuperSuit 3.11's wrapper forwards `seed()` to its vector env, which has none, and its
     `reset(seed)` drops the seed; here `seed(s)` seeds the next reset, as SB3's own do.
+    `get_attr("render_mode")` answers too, so SB3's `VecMonitor` does not warn.
     """
     from supersuit.vector.sb3_vector_wrapper import SB3VecEnvWrapper
 
@@ -84,5 +85,10 @@ def _seedable_sb3(venv):
             seed, self._next_seed = self._next_seed, None
             observations, self.reset_infos = self.venv.reset(seed=seed, options=options)
             return observations
+
+        def get_attr(self, attr_name: str, indices=None) -> list:
+            if attr_name == "render_mode":  # SuperSuit's vector env has no get_attr
+                return [self.render_mode] * self.num_envs
+            return super().get_attr(attr_name, indices)
 
     return SeedableSB3VecEnv(venv)
