@@ -132,10 +132,12 @@ def make(controller: str, policy: str | None) -> Controller:
     return make_controller(controller)
 
 
-def run_unit(unit: Unit, suite: Suite, policy: str | None, device: str = "cpu") -> list[dict]:
+def run_unit(
+    unit: Unit, suite: Suite, policy: str | None, device: str = "cpu", threads: int | None = None
+) -> list[dict]:
     """Train the unit's population under its controller; one record per run."""
     controller = make(unit.controller, policy)
-    env_kwargs = dict(suite.env)
+    env_kwargs = dict(suite.env, num_threads=threads)
     if unit.controller in ("ganno", "ganno_global"):
         env_kwargs.update(lr_factors=tuple(controller.payload["lr_factors"]),
                           lr_bounds=tuple(controller.payload["lr_bounds"]))  # fmt: skip
@@ -244,7 +246,8 @@ def run_suite(
                 on_unit(unit)
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(run_unit, u, suite, policy, device): u for u in units}
+            # one torch thread per worker: workers share the cores
+            futures = {pool.submit(run_unit, u, suite, policy, device, 1): u for u in units}
             for future in as_completed(futures):
                 unit = futures[future]
                 append(path, future.result())
@@ -263,7 +266,7 @@ def _run_on_ray(units, suite, policy, device, address, path, progress, on_unit) 
     started = init_ray(address)
     try:
         remote = ray.remote(num_cpus=1)(run_unit)
-        pending = {remote.remote(u, suite, policy, device): u for u in units}
+        pending = {remote.remote(u, suite, policy, device, 1): u for u in units}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])

@@ -48,7 +48,7 @@ class EnvConfig:
     momentum: float = 0.0
     data_dir: str | None = None
     val_limit: int | None = 1000
-    num_threads: int = 1
+    num_threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_int("population", self.population, 1)
@@ -56,7 +56,8 @@ class EnvConfig:
         _check_int("interval", self.interval, 1)
         if self.max_layers is not None:
             _check_int("max_layers", self.max_layers, 1)
-        _check_int("num_threads", self.num_threads, 1)
+        if self.num_threads is not None:
+            _check_int("num_threads", self.num_threads, 1)
         if self.val_limit is not None:
             _check_int("val_limit", self.val_limit, 1)
         factors = self.lr_factors

@@ -16,12 +16,12 @@ trajectory as a population of one with that seed (up to float rounding).
 Inside `train` nothing reads a value back to the host, so on CUDA an interval runs without
 synchronising; statistics are reduced once per interval.
 
-On the CPU, the engine runs torch on `num_threads` threads (default 1) and flushes denormal
-floats to zero, restoring both after each call. Small networks gain nothing from more
-threads, and OpenMP threads that spin-wait for a core another process holds make each step
-up to fifty times slower (two env runners or benchmark workers on two cores). Squared tiny
-gradients (an LR of 1e-6, a converged network) are otherwise denormal and make every step
-ten times slower.
+On the CPU, the engine can run torch on `num_threads` threads (None: torch's setting) and
+flushes denormal floats to zero, restoring both after each call. OpenMP threads that
+spin-wait for a core another process holds make each step up to fifty times slower (two
+env runners or benchmark workers on two cores), so parallel users set one thread each.
+Squared tiny gradients (an LR of 1e-6, a converged network) are otherwise denormal and
+make every step ten times slower.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class PopulationTrainer:
         momentum: float = 0.0,
         device: str | torch.device = "cpu",
         val_limit: int | None = None,
-        num_threads: int = 1,
+        num_threads: int | None = None,
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
@@ -190,7 +190,7 @@ class PopulationTrainer:
             yield
             return
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
+        torch.set_num_threads(self.num_threads or threads)
         torch.set_flush_denormal(True)
         try:
             yield

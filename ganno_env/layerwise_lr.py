@@ -64,7 +64,7 @@ diverged network). All values are finite.
 max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
-val_limit=1000, num_threads=1)``
+val_limit=1000, num_threads=None)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -84,8 +84,9 @@ val_limit=1000, num_threads=1)``
 * `render_mode`: `"ansi"` (render() returns a per-layer table of LR, gradient RMS and
   update ratio with the losses) or `"human"` (prints it).
 * `data_dir`: folder of local dataset files (MNIST, Fashion-MNIST, CIFAR-10 tasks).
-* `num_threads`: torch CPU threads while the env trains (restored after each call). One is
-  fastest for small networks, and parallel envs or runners then never fight over cores.
+* `num_threads`: torch CPU threads while the env trains (restored after each call); None
+  keeps torch's setting. Set 1 when several envs share the cores (env runners, benchmark
+  workers): threads that spin-wait for a busy core make every step many times slower.
 * `val_limit`: val examples used for rewards and observations (the first ones of the
   fixed val split), to bound the cost of evaluating every interval.
 

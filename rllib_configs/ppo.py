@@ -188,10 +188,12 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     module_spec = RLModuleSpec(
         module_class=GannoRLModule, model_config={"hidden": list(preset.hidden)}
     )
-    eval_env_config = {**preset.env_config, **preset.eval_env_config}
+    # one torch thread per env: env runners share the cores (Ray also sets OMP_NUM_THREADS)
+    env_config = {"num_threads": 1, **preset.env_config}
+    eval_env_config = {**env_config, **preset.eval_env_config}
     return (
         PPOConfig()
-        .environment(GannoMultiAgentEnv, env_config=dict(preset.env_config))
+        .environment(GannoMultiAgentEnv, env_config=env_config)
         .env_runners(
             num_env_runners=preset.num_env_runners,
             num_envs_per_env_runner=preset.num_envs_per_env_runner,
