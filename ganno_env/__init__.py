@@ -17,6 +17,7 @@ from ganno_env.conditions import (
 )
 from ganno_env.datasets import DataSplits, load_dataset
 from ganno_env.features import FEATURE_NAMES, FEATURES
+from ganno_env.policy import load_policy
 from ganno_env.scheduler import GannoScheduler
 from ganno_env.tasks import TASKS, Task, get_task, register_task
 
@@ -35,6 +36,7 @@ __all__ = [
     "layerwise_lr_v0",
     "load_conditions",
     "load_dataset",
+    "load_policy",
     "register_task",
 ]
 

@@ -128,3 +128,12 @@ def test_actions_for_agents_not_live_raise():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="layer_7"):
         env.step({"layer_7": 0})
+
+
+def test_importing_the_env_package_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = "import ganno_env, sys; from ganno_env import load_policy; print('ray' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
