@@ -165,12 +165,14 @@ def test_ray_job_submit_to_a_local_head_node(tmp_path):
         else:
             pytest.fail(f"the head node's job server did not answer at {address}")
         out = tmp_path / "job"
-        job = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", address, "--",
-             str(BIN / "ganno"), "train", "--preset", "smoke", "--out", str(out),
-             "--stop-iters", "1"],
-            capture_output=True, text=True, env=env, timeout=400,
-        )  # fmt: skip
+        submit = [str(BIN / "ray"), "job", "submit", "--address", address, "--",
+                  str(BIN / "ganno"), "train", "--preset", "smoke", "--out", str(out),
+                  "--stop-iters", "1"]  # fmt: skip
+        for _ in range(30):  # the job agent starts a little after the job server answers
+            job = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=400)
+            if "No available agent" not in job.stdout + job.stderr:
+                break
+            time.sleep(2)
         assert job.returncode == 0, job.stdout + job.stderr
         assert "succeeded" in job.stdout + job.stderr
         assert (out / "policy.pt").exists()
