@@ -50,6 +50,17 @@ def require(module: str, extra: str, user: str) -> ModuleType:
         ) from error
 
 
+def env_or_new(env: ParallelEnv | None, env_kwargs: dict[str, Any]) -> ParallelEnv:
+    """The env the caller passed, or a new one from keyword arguments (not both)."""
+    if env is None:
+        from ganno_env import layerwise_lr_v0
+
+        return layerwise_lr_v0.parallel_env(**env_kwargs)
+    if env_kwargs:
+        raise ValueError(f"env given together with env arguments {sorted(env_kwargs)}")
+    return env
+
+
 def layer_counts(env: ParallelEnv) -> list[int]:
     """The layer counts (agents per network) that the env's conditions can produce."""
     raw = env.unwrapped

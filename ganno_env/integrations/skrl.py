@@ -24,8 +24,7 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from ganno_env import layerwise_lr_v0
-from ganno_env.integrations._common import FixedAgentSet, require, varying_agents
+from ganno_env.integrations._common import FixedAgentSet, env_or_new, require, varying_agents
 
 # Fields skrl's expand() keeps as they are (not per agent).
 SHARED_FIELDS = ("experiment", "mixed_precision", "rewards_shaper", "rollouts")
@@ -36,10 +35,7 @@ def make_skrl_env(env: ParallelEnv | None = None, **env_kwargs: Any):
     require("skrl", "skrl", "ganno_env.integrations.skrl")
     from skrl.envs.wrappers.torch import wrap_env
 
-    if env is None:
-        env = layerwise_lr_v0.parallel_env(**env_kwargs)
-    elif env_kwargs:
-        raise ValueError(f"env given together with env arguments {sorted(env_kwargs)}")
+    env = env_or_new(env, env_kwargs)
     reason = varying_agents(env)
     if reason is not None:
         raise ValueError(

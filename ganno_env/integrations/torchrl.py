@@ -28,8 +28,7 @@ from typing import Any
 
 from pettingzoo import ParallelEnv
 
-from ganno_env import layerwise_lr_v0
-from ganno_env.integrations._common import PaddedInfos, require, varying_agents
+from ganno_env.integrations._common import PaddedInfos, env_or_new, require, varying_agents
 
 GROUP = "agents"
 
@@ -60,10 +59,7 @@ def make_torchrl_env(
     require("torchrl", "torchrl", "ganno_env.integrations.torchrl")
     from torchrl.envs import PettingZooWrapper
 
-    if env is None:
-        env = layerwise_lr_v0.parallel_env(**env_kwargs)
-    elif env_kwargs:
-        raise ValueError(f"env given together with env arguments {sorted(env_kwargs)}")
+    env = env_or_new(env, env_kwargs)
     reason = varying_agents(env)
     if reason is not None:
         # TorchRL counts absent agents as done: ending on any would end every episode of a
