@@ -143,14 +143,21 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_ray_job_submit_to_a_local_head_node(tmp_path):
+def test_ray_job_submit_to_a_local_head_node(ray_session, tmp_path):
+    """Runs beside the session's local Ray, as a user's laptop might."""
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
     port, dashboard = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # socket paths must stay short
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          f"--temp-dir={temp_dir}", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         # the test session's own Ray holds the default agent ports
+         f"--dashboard-agent-listen-port={free_port()}",
+         f"--dashboard-agent-grpc-port={free_port()}",
+         f"--metrics-export-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}",
+         f"--ray-client-server-port={free_port()}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )  # fmt: skip
     try:
