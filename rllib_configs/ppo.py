@@ -26,7 +26,6 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-from ganno_env import get_condition
 from ganno_env.policy import MAPPINGS, module_for, module_ids
 from rllib_configs.env import GannoMultiAgentEnv
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
@@ -158,26 +157,23 @@ def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",
     return module_for(agent_id, mapping, num_layers)
 
 
-def fixed_depth(env_config: dict[str, Any]) -> int | None:
-    """Layers per network when the training conditions fix the depth, else None."""
-    probe = GannoMultiAgentEnv(env_config).par_env
-    condition = probe._condition
-    depth_values = condition.values_of("depth")
-    task_values = condition.values_of("task")
-    if len(depth_values) > 1 or len(task_values) > 1:
+def fixed_depth(env: Any) -> int | None:
+    """Layers per network when the env's conditions fix the depth, else None."""
+    condition = env._condition
+    if len(condition.values_of("depth")) > 1 or len(condition.values_of("task")) > 1:
         return None
-    return probe.max_layers
+    return env.max_layers
 
 
 def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     """The PPOConfig for a preset and a policy mapping."""
     if mapping not in MAPPINGS:
         raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
-    get_condition(preset.env_config.get("conditions", "train"))
-    max_layers = GannoMultiAgentEnv(preset.env_config).par_env.max_layers
+    probe = GannoMultiAgentEnv(preset.env_config).par_env  # checks the env config, too
+    max_layers = probe.max_layers
     num_layers = None
     if mapping == "grouped":
-        num_layers = fixed_depth(preset.env_config)
+        num_layers = fixed_depth(probe)
         if num_layers is None:
             raise ValueError(
                 "mapping='grouped' needs training conditions of one fixed depth (it must know "

@@ -233,6 +233,12 @@ def test_episodes_of_different_depth_train_one_shared_policy(ray_session, tmp_pa
         assert len(controller.actions(obs)) == depth + 1
 
 
+def test_presets_take_a_dict_of_fixed_conditions():
+    fixed = {"conditions": {"initial_lr": 0.01, "depth": 2}, "population": 2}
+    config = build_config(get_preset("smoke", env_config=fixed), "grouped")
+    assert config.policy_mapping_fn("net1_layer2", None) == "last"
+
+
 def test_grouped_mapping_refuses_conditions_of_varying_depth():
     preset = get_preset("smoke", env_config={"conditions": "deeper"})
     with pytest.raises(ValueError, match="grouped"):
