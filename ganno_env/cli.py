@@ -98,13 +98,22 @@ def cmd_baselines(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _rllib(command: str):
+    """`get_preset` and `train`, or None after saying how to install Ray."""
     try:
         from rllib_configs.ppo import get_preset
         from rllib_configs.train import train
     except ImportError as error:
-        print(f"ganno train needs Ray: pip install 'ganno[rllib]' ({error})", file=sys.stderr)
+        print(f"ganno {command} needs Ray: pip install 'ganno[rllib]' ({error})", file=sys.stderr)
+        return None
+    return get_preset, train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    rllib = _rllib("train")
+    if rllib is None:
         return 2
+    get_preset, train = rllib
     preset = get_preset(args.preset)
     try:
         train(preset, args.mapping, args.out, args.stop_iters, args.address, args.resume)
@@ -119,12 +128,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     Both stages resume: rerunning after an interruption continues from the last
     checkpoint and skips the benchmark runs already in results.jsonl.
     """
-    try:
-        from rllib_configs.ppo import get_preset
-        from rllib_configs.train import train
-    except ImportError as error:
-        print(f"ganno run needs Ray: pip install 'ganno[rllib]' ({error})", file=sys.stderr)
+    rllib = _rllib("run")
+    if rllib is None:
         return 2
+    get_preset, train = rllib
     from benchmarks.report import build_report, summary_table
     from benchmarks.runner import run_suite
     from benchmarks.suites import load_suite
