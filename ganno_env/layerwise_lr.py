@@ -373,19 +373,19 @@ class raw_env(ParallelEnv):
         """LRs [N, L] the actions ask for, before clipping; ValueError outside the space."""
         requested = self.lrs.copy()
         live = set(self.agents)
+        mode = self.config.action_mode
         for agent, action in actions.items():
             if action is None:
                 continue
             if agent not in live:
                 raise ValueError(f"action for agent {agent!r}, which is not live; live: {live}")
             i, j = self._agent_index[agent]
-            if self.config.action_mode == "log_lr":
-                requested[i, j] = 10.0 ** self._box_value(agent, action, "log10 of the LR")
-            else:
-                requested[i, j] *= self._factor(agent, action)
+            value = self._action_value(agent, action)
+            requested[i, j] = requested_lr(requested[i, j], mode, value, self._factors)
         return requested
 
-    def _factor(self, agent: str, action: Any) -> float:
+    def _action_value(self, agent: str, action: Any) -> float:
+        """The action's index (discrete) or number (Box), checked against the space."""
         if self.config.action_mode == "discrete":
             value = np.asarray(action)
             k = len(self._factors)
@@ -397,8 +397,10 @@ class raw_env(ParallelEnv):
                 raise ValueError(
                     f"action {action!r} for {agent!r}; allowed: an int in [0, {k - 1}]"
                 )
-            return float(self._factors[int(value.reshape(()))])
-        return float(np.exp(self._box_value(agent, action, "ln of the LR factor")))
+            return int(value.reshape(()))
+        if self.config.action_mode == "log_lr":
+            return self._box_value(agent, action, "log10 of the LR")
+        return self._box_value(agent, action, "ln of the LR factor")
 
     def _box_value(self, agent: str, action: Any, meaning: str) -> float:
         """The number in a Box(1,) action, checked against the space (float32 slack)."""
@@ -530,6 +532,19 @@ class raw_env(ParallelEnv):
                 layers = max(task.num_layers(d) for d in depths)
             deepest = max(deepest, layers)
         return deepest
+
+
+def requested_lr(lr: float, action_mode: str, value: float, lr_factors: Any) -> float:
+    """The LR an in-space action asks for, before clipping to the LR bounds.
+
+    `value` is the action's index (discrete) or its number, inside the Box (continuous:
+    ln of the factor; log_lr: log10 of the LR). The env and `GannoScheduler` both use it.
+    """
+    if action_mode == "discrete":
+        return lr * float(lr_factors[int(value)])
+    if action_mode == "log_lr":
+        return 10.0**value
+    return lr * float(np.exp(value))
 
 
 def parallel_env(**kwargs: Any) -> raw_env:

@@ -74,6 +74,7 @@ import torch
 from torch import nn
 
 from ganno_env.features import LayerStats, layer_statistics, observation_features
+from ganno_env.layerwise_lr import requested_lr
 from ganno_env.models import layer_groups
 from ganno_env.policy import PolicyController, load_policy, module_for
 
@@ -261,15 +262,15 @@ class GannoScheduler:
         self.decisions += 1
 
     def _requested_lr(self, lr: float, action: Any) -> float:
-        """The LR an action asks for before clipping (the env's `_requested_lrs`)."""
+        """The LR an action asks for before clipping, by the env's `requested_lr`."""
         if self.action_mode == "discrete":
-            return lr * float(self.lr_factors[int(action)])
+            return requested_lr(lr, self.action_mode, int(action), self.lr_factors)
         value = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         if self.action_mode == "log_lr":
             low, high = np.log10(self.lr_bounds)
-            return float(10.0 ** np.clip(value, low, high))
-        low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
-        return lr * float(np.exp(np.clip(value, low, high)))
+        else:
+            low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
+        return float(requested_lr(lr, self.action_mode, np.clip(value, low, high), self.lr_factors))
 
     # ------------------------------------------------------------- statistics
     def _start_interval(self) -> None:
