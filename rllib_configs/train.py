@@ -81,12 +81,11 @@ class MetricsLog:
 
     def __init__(self, out_dir: Path, keep_through: int | None):
         self.path = out_dir / "progress.csv"
+        rows = []  # a new run starts a new file; a resumed one keeps the rows it restored
         if keep_through is not None and self.path.exists():
             with self.path.open() as f:
                 rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= keep_through]
-            self._write_all(rows)
-        elif not self.path.exists() or keep_through is None:
-            self._write_all([])
+        self._write_all(rows)
         try:
             from tensorboardX import SummaryWriter
 
