@@ -109,14 +109,23 @@ def _rllib(command: str):
     return get_preset, train
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 0")
+    return int(text)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train one run in --out; a folder that holds another run, a --resume that does not
+    match the recorded run and a busy folder are UsageErrors (one line, from `main`)."""
     rllib = _rllib("train")
     if rllib is None:
         return 2
     get_preset, train = rllib
-    preset = get_preset(args.preset)
+    preset = get_preset(args.preset, seed=args.seed)
     try:
-        train(preset, args.mapping, args.out, args.stop_iters, args.address, args.resume)
+        train(preset, args.mapping, args.out, args.stop_iters, args.address,
+              resume=args.resume, overwrite=args.overwrite)  # fmt: skip
     except KeyboardInterrupt:
         return 130
     return 0
@@ -208,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for checkpoints, metrics, policy.pt")
     train.add_argument("--stop-iters", type=_positive_int, default=None)
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--seed", type=_seed, default=0, help="RLlib's seed, recorded in run.json")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue the run in --out")
+    again.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     train.set_defaults(func=cmd_train)
 
     bench = commands.add_parser("bench", help="benchmark controllers on a suite of conditions")

@@ -1,27 +1,40 @@
-"""The training loop behind `ganno train`: progress, metrics, checkpoints, export.
+"""The training loop behind `ganno train`: one run per folder, progress, checkpoints, export.
+
+A folder holds one run. `DIR/run.json` records what makes the run this run (preset name,
+mapping, seed and every preset field, env_config included); `resume=True` refuses, listing
+the differences, when the requested run is not the recorded one, and a folder that holds a
+run is only reused with `resume=True` or `overwrite=True`. The process holds an OS lock on
+the folder for the whole run, so a second `ganno train` on it fails at once.
 
 Each iteration appends one row to `DIR/progress.csv` and to TensorBoard (`DIR/tb`).
 A checkpoint lands in `DIR/checkpoints/iter_NNNNNN` every `checkpoint_every` iterations,
-at the end, and on Ctrl-C; `resume=True` continues from the newest one, and rows of
-iterations after it (lost with the interrupted process) are dropped from the CSV so each
-iteration appears once. At the end the policy is exported to `DIR/policy.pt`.
+at the end, and on Ctrl-C; resuming continues from the newest one that loads (a damaged
+one is set aside as `iter_NNNNNN.damaged`, with a warning), and rows of iterations after
+it are dropped from the CSV so each iteration appears once. At the end the policy is
+exported to `DIR/policy.pt`.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import ray
+import ray._private.ray_constants as ray_constants
 import torch
 from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import PolicyNet, export_policy
 from rllib_configs.ppo import Preset, build_config
 
@@ -30,14 +43,44 @@ CSV_FIELDS = (
     "agent_steps_per_s", "iteration_s", "learner_s", "wall_s",
 )  # fmt: skip
 CHECKPOINTS = "checkpoints"
+RUN_FILE = "run.json"
+RUN_OUTPUTS = (RUN_FILE, CHECKPOINTS, "progress.csv", "tb", "policy.pt")  # what --overwrite clears
+RUN_KEYS = ("preset", "mapping", "seed", "config")  # what --resume compares
+MAX_SHOWN = 6  # differences named in the error; a different preset differs in many fields
+
+
+@contextmanager
+def _single_machine_ray() -> Iterator[None]:
+    """Make the Ray started in this block listen on 127.0.0.1 only.
+
+    On Linux, Ray 2.60 advertises a new local instance on the machine's outward address,
+    its servers listen on every interface, and `ray.init(_node_ip_address="127.0.0.1")`
+    is turned back into the outward address. Its single-machine mode (the default on macOS
+    and Windows, switched by `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`) keeps every server on
+    loopback. This process read that switch when it imported Ray, Ray's own processes
+    read it when they start: set both for the start only, so that joining a cluster
+    later in this process still works.
+    """
+    name = ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR
+    saved_env, saved_flag = os.environ.get(name), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[name], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved_env
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     """Join `address` (or `RAY_ADDRESS`, which `ray job submit` sets for its entrypoint),
-    else start a private local instance; True if this call started Ray.
+    else start a private local instance on 127.0.0.1; True if this call started Ray.
 
     A plain `ray.init()` would join any cluster it finds on the machine, so without an
-    address we always ask for a new local one.
+    address we always ask for a new local one, reachable from this machine only (and,
+    as Ray 2.60 does for any new local instance, with token authentication).
     """
     if ray.is_initialized():
         return False
@@ -45,14 +88,126 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        with _single_machine_ray():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
     return True
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
+def checkpoints_newest_first(out_dir: Path) -> list[Path]:
+    """The run's checkpoints `iter_NNNNNN`, newest first (set-aside damaged ones excluded)."""
     folder = out_dir / CHECKPOINTS
-    found = sorted(folder.glob("iter_*")) if folder.is_dir() else []
-    return found[-1] if found else None
+    found = folder.glob("iter_*") if folder.is_dir() else []
+    return sorted((p for p in found if p.name[5:].isdigit()), reverse=True)
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = checkpoints_newest_first(out_dir)
+    return found[0] if found else None
+
+
+def run_record(preset: Preset, mapping: str) -> dict[str, Any]:
+    """What makes a run this run, as JSON values: two runs differ if any value differs.
+
+    How long to train is not part of it (`--stop-iters` extends a resumed run).
+    """
+    skip = ("name", "seed", "stop_iters")  # the first two are top-level keys
+    config = {k: v for k, v in dataclasses.asdict(preset).items() if k not in skip}
+    record = {"preset": preset.name, "mapping": mapping, "seed": preset.seed, "config": config}
+    return json.loads(json.dumps(record, default=repr))  # tuples as lists, as read back
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat = {}
+    for key, item in value.items():
+        flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def run_differences(recorded: dict[str, Any], requested: dict[str, Any]) -> list[str]:
+    """`key: recorded X, requested Y` for every setting in which two run records differ,
+    top-level keys first, then the preset fields in their order."""
+    old = _flat({k: recorded.get(k) for k in RUN_KEYS})
+    new = _flat({k: requested.get(k) for k in RUN_KEYS})
+    keys = list(new) + [k for k in old if k not in new]
+    unset = "unset"
+    return [
+        f"{key}: recorded {old.get(key, unset)!r}, requested {new.get(key, unset)!r}"
+        for key in keys
+        if old.get(key, unset) != new.get(key, unset)
+    ]
+
+
+def read_record(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / RUN_FILE).read_text())
+    except FileNotFoundError:
+        raise UsageError(
+            f"--resume: {out} has checkpoints but no {RUN_FILE}, so what run made them is "
+            "unknown; start over with --overwrite"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise UsageError(f"--resume: {out / RUN_FILE} is unreadable ({error})") from None
+
+
+def check_folder(
+    out: Path, record: dict[str, Any], resume: bool | Literal["auto"], overwrite: bool
+) -> list[Path]:
+    """Check the folder against the request before any work; returns the checkpoints to
+    resume from, newest first, or [] for a fresh run (the old run's outputs cleared).
+
+    Raises UsageError, and changes nothing, for: `resume=True` with nothing to resume or
+    with settings other than the recorded ones; a folder holding a run without `resume`
+    or `overwrite` (the two runs' checkpoints and metrics would mix).
+    """
+    checkpoints = checkpoints_newest_first(out)
+    if resume is True and not checkpoints:
+        raise UsageError(
+            f"--resume: nothing to resume in {out}: no checkpoint in {out / CHECKPOINTS}"
+        )
+    if resume and checkpoints:
+        differences = run_differences(read_record(out), record)
+        if differences:
+            shown = "; ".join(differences[:MAX_SHOWN])
+            more = len(differences) - MAX_SHOWN
+            raise UsageError(
+                f"--resume: the requested run differs from the one recorded in "
+                f"{out / RUN_FILE}: {shown}{f'; and {more} more' if more > 0 else ''}. Resume "
+                "with the recorded settings, or choose another --out, or start over with "
+                "--overwrite"
+            )
+        return checkpoints
+    used = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if used and not (overwrite or resume == "auto"):
+        raise UsageError(
+            f"--out {out} holds a run ({', '.join(used)}): continue it with --resume, or "
+            "replace it with --overwrite, or choose another --out"
+        )
+    for name in used:  # only the run's own outputs; other files in the folder stay
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return []
+
+
+def restore_newest_valid(algo: Algorithm, checkpoints: list[Path], log: Callable) -> Path:
+    """Restore the newest checkpoint that loads; a damaged one (a crash while saving, a
+    bad disk) is set aside as `iter_NNNNNN.damaged` with a warning, so the run goes on
+    from the one before instead of failing."""
+    for path in checkpoints:
+        try:
+            algo.restore_from_path(str(path.resolve()))
+            return path
+        except Exception as error:  # a damaged file can fail in any of Ray's loaders
+            aside = path.with_name(f"{path.name}.damaged")
+            shutil.rmtree(aside, ignore_errors=True)  # one set aside before at this iteration
+            path.rename(aside)
+            log(f"warning: checkpoint {path} does not load ({type(error).__name__}: "
+                f"{error}); moved to {aside.name}, trying the one before")  # fmt: skip
+    raise UsageError(
+        f"--resume: no checkpoint in {checkpoints[0].parent} loads; start over with --overwrite"
+    )
 
 
 def summarise(result: dict[str, Any]) -> dict[str, float]:
@@ -134,6 +289,7 @@ def export_from(algo: Algorithm, path: Path, preset: Preset, mapping: str) -> Pa
     env = algo.config.env_config
     extra = {
         "preset": preset.name,
+        "seed": preset.seed,
         "iteration": algo.iteration,
         "hidden": list(preset.hidden),
         # what a scheduler needs to pace decisions as in training
@@ -151,27 +307,56 @@ def train(
     out_dir: str | os.PathLike,
     stop_iters: int | None = None,
     address: str | None = None,
-    resume: bool = False,
+    resume: bool | Literal["auto"] = False,
+    overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Train until `stop_iters` iterations in total; returns the path of `policy.pt`."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """Train until `stop_iters` iterations in total; returns the path of `policy.pt`.
+
+    `resume=True` continues the run recorded in `out_dir` (UsageError when there is none or
+    it differs from this one); `resume="auto"` continues it when there is a checkpoint and
+    starts fresh otherwise (for `ganno run`, which reruns after an interruption);
+    `overwrite=True` clears a previous run's outputs first. Everything is checked before
+    Ray starts.
+    """
+    if resume not in (False, True, "auto"):
+        raise ValueError(f"resume={resume!r}; allowed: False, True, 'auto'")
+    resume = resume if resume == "auto" else bool(resume)
+    if resume is True and overwrite:
+        raise ValueError("resume=True and overwrite=True exclude each other")
+    if not isinstance(preset.seed, int) or preset.seed < 0:
+        raise ValueError(f"seed={preset.seed!r}; allowed: an int >= 0")
+    if resume is True and not Path(out_dir).is_dir():
+        raise UsageError(f"--resume: nothing to resume: {out_dir} does not exist")
     stop = stop_iters if stop_iters is not None else preset.stop_iters
     config = build_config(preset, mapping)  # checks the preset and mapping before Ray starts
-    started_ray = init_ray(address)
-    checkpoint = latest_checkpoint(out) if resume else None
-    if resume and checkpoint is None:
-        log(f"no checkpoint in {out / CHECKPOINTS}: starting from scratch")
+    record = run_record(preset, mapping)
+    with folder_lock(out_dir) as out:
+        checkpoints = check_folder(out, record, resume, overwrite)
+        (out / RUN_FILE).write_text(json.dumps({**record, "stop_iters": stop}, indent=1))
+        started_ray = init_ray(address)
+        try:
+            return _train_in(out, config, checkpoints, preset, mapping, stop, log)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def _train_in(
+    out: Path,
+    config: AlgorithmConfig,
+    checkpoints: list[Path],
+    preset: Preset,
+    mapping: str,
+    stop: int,
+    log: Callable[[str], None],
+) -> Path:
+    algo = config.build_algo()
     try:
-        if checkpoint is not None:
-            algo = Algorithm.from_checkpoint(str(checkpoint.resolve()))
+        if checkpoints:
+            checkpoint = restore_newest_valid(algo, checkpoints, log)
             log(f"resumed from {checkpoint} (iteration {algo.iteration})")
-        else:
-            algo = config.build_algo()
-        (out / "run.json").write_text(json.dumps({"preset": preset.name, "mapping": mapping,
-                                                   "stop_iters": stop}, indent=1))  # fmt: skip
-        metrics = MetricsLog(out, keep_through=algo.iteration if checkpoint else None)
+        metrics = MetricsLog(out, keep_through=algo.iteration if checkpoints else None)
         start = time.perf_counter()
         log(f"{'iter':>5} {'env steps':>10} {'agent steps/s':>14} {'return':>8} {'eval':>8}")
         try:
@@ -204,11 +389,9 @@ def train(
         log(f"checkpoint {path}")
         policy = export_from(algo, out / "policy.pt", preset, mapping)
         log(f"policy {policy}")
-        algo.stop()
         return policy
     finally:
-        if started_ray:
-            ray.shutdown()
+        algo.stop()
 
 
 def save(algo: Algorithm, out: Path) -> Path:

@@ -107,6 +107,10 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_in_a_new_process(tmp_path):
             time.sleep(0.5)
         else:
             pytest.fail("training produced no progress within 120 s")
+        second = subprocess.run([str(BIN / "ganno"), "train", "--preset", "smoke", "--out",
+                                 str(out), "--resume"], capture_output=True, text=True,
+                                timeout=120)  # fmt: skip
+        assert second.returncode == 2 and f"(PID {proc.pid})" in second.stderr, second.stderr
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=120)
     finally:

@@ -1,0 +1,171 @@
+"""One run per training folder: what `--resume` continues, what `--overwrite` replaces,
+damaged checkpoints, the folder lock, the seed, and the CLI's one-line errors.
+
+Real RLlib runs with the smoke preset, in this process on the session's Ray
+(`ray_session`) or through the `ganno` CLI, which fails before starting Ray in the error
+cases here.
+"""
+
+import csv
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from ganno_env.folder_lock import FolderBusy, UsageError, folder_lock  # noqa: E402
+from ganno_env.policy import load_policy  # noqa: E402
+from rllib_configs.ppo import get_preset  # noqa: E402
+from rllib_configs.train import train  # noqa: E402
+
+BIN = Path(sys.executable).parent
+SMOKE = get_preset("smoke")
+pytestmark = pytest.mark.slow
+
+
+def quiet(line: str) -> None:
+    pass
+
+
+def iterations(out: Path) -> list[int]:
+    with open(out / "progress.csv") as f:
+        return [int(row["iteration"]) for row in csv.DictReader(f)]
+
+
+def checkpoints(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def ganno_train(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([str(BIN / "ganno"), "train", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=300)  # fmt: skip
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("ganno: error: ") and text in lines[0], lines[0]
+
+
+def test_resume_refuses_another_preset_mapping_seed_or_env_config(ray_session, tmp_path):
+    train(SMOKE, "shared", tmp_path, stop_iters=1, log=quiet)
+    recorded = (tmp_path / "run.json").read_text()
+    assert json.loads(recorded)["config"]["env_config"] == SMOKE.env_config
+    bigger = {**SMOKE.env_config, "population": 3}
+    requests = [
+        (get_preset("local"), "shared", "preset: recorded 'smoke', requested 'local'"),
+        (SMOKE, "per_layer", "mapping: recorded 'shared', requested 'per_layer'"),
+        (get_preset("smoke", seed=1), "shared", "seed: recorded 0, requested 1"),
+        (get_preset("smoke", env_config=bigger), "shared",
+         "config.env_config.population: recorded 2, requested 3"),
+    ]  # fmt: skip
+    for preset, mapping, difference in requests:
+        with pytest.raises(UsageError, match=re.escape(difference)):
+            train(preset, mapping, tmp_path, stop_iters=2, resume=True, log=quiet)
+    # refused before any training: the recorded run is untouched
+    assert checkpoints(tmp_path) == ["iter_000001"] and iterations(tmp_path) == [1]
+    assert (tmp_path / "run.json").read_text() == recorded
+
+
+def test_a_used_folder_needs_resume_or_overwrite(ray_session, tmp_path):
+    train(SMOKE, "shared", tmp_path, stop_iters=2, log=quiet)
+    with pytest.raises(UsageError, match="--resume.*--overwrite"):
+        train(SMOKE, "shared", tmp_path, stop_iters=1, log=quiet)
+    assert checkpoints(tmp_path) == ["iter_000001", "iter_000002"]
+
+    train(SMOKE, "per_layer", tmp_path, stop_iters=1, overwrite=True, log=quiet)
+    assert checkpoints(tmp_path) == ["iter_000001"] and iterations(tmp_path) == [1]
+    assert json.loads((tmp_path / "run.json").read_text())["mapping"] == "per_layer"
+    lines = []
+    train(SMOKE, "per_layer", tmp_path, stop_iters=2, resume=True, log=lines.append)
+    assert any("(iteration 1)" in line for line in lines)  # not the old run's iteration 2
+    assert iterations(tmp_path) == [1, 2]
+    assert load_policy(tmp_path / "policy.pt").payload["mapping"] == "per_layer"
+
+
+def test_resume_with_nothing_to_resume_says_so_and_stops(ray_session, tmp_path):
+    with pytest.raises(UsageError, match="nothing to resume"):
+        train(SMOKE, "shared", tmp_path / "new", stop_iters=1, resume=True, log=quiet)
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(UsageError, match="nothing to resume.*no checkpoint"):
+        train(SMOKE, "shared", tmp_path, stop_iters=1, resume=True, log=quiet)
+    assert not (tmp_path / "run.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_resume_auto_starts_fresh_then_continues(ray_session, tmp_path):
+    """What `ganno run` uses to pick up after an interruption."""
+    lines = []
+    train(SMOKE, "shared", tmp_path, stop_iters=1, resume="auto", log=lines.append)
+    assert not any("resumed" in line for line in lines)
+    train(SMOKE, "shared", tmp_path, stop_iters=2, resume="auto", log=lines.append)
+    assert any("(iteration 1)" in line for line in lines) and iterations(tmp_path) == [1, 2]
+    with pytest.raises(UsageError, match="mapping"):
+        train(SMOKE, "per_layer", tmp_path, stop_iters=3, resume="auto", log=quiet)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(ray_session, tmp_path):
+    train(SMOKE, "shared", tmp_path, stop_iters=2, log=quiet)
+    newest = tmp_path / "checkpoints" / "iter_000002"
+    weights = newest / "learner_group" / "learner" / "rl_module" / "shared" / "module_state.pkl"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a save cut short
+    lines = []
+    policy = train(SMOKE, "shared", tmp_path, stop_iters=3, resume=True, log=lines.append)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1 and "iter_000002" in warnings[0]
+    assert any("resumed from" in line and "(iteration 1)" in line for line in lines)
+    assert checkpoints(tmp_path) == ["iter_000001", "iter_000002", "iter_000002.damaged",
+                                     "iter_000003"]  # fmt: skip
+    assert iterations(tmp_path) == [1, 2, 3]
+    assert load_policy(policy).payload["extra"]["iteration"] == 3
+
+
+def test_train_holds_the_folder_lock_for_the_whole_run(ray_session, tmp_path):
+    held = []
+
+    def try_the_lock(line: str) -> None:
+        try:
+            with folder_lock(tmp_path):
+                held.append(False)
+        except FolderBusy as error:
+            held.append(f"PID {os.getpid()}" in str(error))
+
+    train(SMOKE, "shared", tmp_path, stop_iters=2, log=try_the_lock)
+    assert len(held) >= 4 and all(held)  # header, 2 iterations, checkpoint, policy
+    with folder_lock(tmp_path):  # released at the end
+        pass
+
+
+def test_seed_reaches_rllib_run_json_and_the_policy(tmp_path):
+    proc = ganno_train("--preset", "smoke", "--out", tmp_path, "--stop-iters", 1, "--seed", 7)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "run.json").read_text())["seed"] == 7
+    assert load_policy(tmp_path / "policy.pt").payload["extra"]["seed"] == 7
+    # the config RLlib trained with, as its checkpoint stores it
+    with open(tmp_path / "checkpoints" / "iter_000001" / "class_and_ctor_args.pkl", "rb") as f:
+        assert pickle.load(f)["ctor_args_and_kwargs"][0][0]["seed"] == 7
+
+
+def test_cli_mistakes_are_one_line_errors(ray_session, tmp_path):
+    used, new = tmp_path / "used", tmp_path / "new"
+    train(SMOKE, "shared", used, stop_iters=1, log=quiet)
+    smoke = ["--preset", "smoke", "--stop-iters", 2]
+    mistakes = [
+        (["--preset", "local", "--out", used, "--resume"], "preset: recorded 'smoke'"),
+        ([*smoke, "--out", used], "holds a run"),
+        ([*smoke, "--out", new, "--resume"], "nothing to resume"),
+        ([*smoke, "--out", used, "--resume", "--overwrite"], "not allowed with"),
+        ([*smoke, "--out", used, "--seed", "-1"], "expected an int >= 0"),
+    ]
+    for args, text in mistakes:
+        assert_one_line_error(ganno_train(*args), text)
+    with folder_lock(used):  # as a second `ganno train` on the folder would see it
+        assert_one_line_error(ganno_train(*smoke, "--out", used, "--resume"),
+                              f"PID {os.getpid()}")  # fmt: skip
+    assert iterations(used) == [1] and not new.exists()
