@@ -2,7 +2,9 @@
 
 `ray submit` runs this file on the head node; it trains with the `cluster_gpu` preset on
 the cluster the head belongs to, writing to ~/ganno-runs/cluster_gpu. Extra arguments go
-to `ganno train`, e.g. `ray submit CLUSTER.yaml submit_train.py -- --stop-iters 50`.
+to `ganno train`, e.g. `ray submit CLUSTER.yaml submit_train.py -- --stop-iters 50`. The
+folder holds one run: submit again with `-- --resume` to continue it (with the settings it
+recorded, `--seed` included) or `-- --overwrite` to replace it.
 """
 
 import os
