@@ -101,11 +101,6 @@ def checkpoints_newest_first(out_dir: Path) -> list[Path]:
     return sorted((p for p in found if p.name[5:].isdigit()), reverse=True)
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    found = checkpoints_newest_first(out_dir)
-    return found[0] if found else None
-
-
 def run_record(preset: Preset, mapping: str) -> dict[str, Any]:
     """What makes a run this run, as JSON values: two runs differ if any value differs.
 
@@ -186,27 +181,36 @@ def check_folder(
             "replace it with --overwrite, or choose another --out"
         )
     for name in used:  # only the run's own outputs; other files in the folder stay
-        path = out / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
     return []
 
 
 def restore_newest_valid(algo: Algorithm, checkpoints: list[Path], log: Callable) -> Path:
-    """Restore the newest checkpoint that loads; a damaged one (a crash while saving, a
-    bad disk) is set aside as `iter_NNNNNN.damaged` with a warning, so the run goes on
-    from the one before instead of failing."""
+    """Restore the newest checkpoint that loads, so that a damaged one (a crash while
+    saving, a bad disk) costs a few iterations instead of the run.
+
+    Once an older one has loaded, the newer ones are set aside as `iter_NNNNNN.damaged`
+    with a warning; when none loads (another Ray version, say), nothing is moved.
+    """
+    failed = []
     for path in checkpoints:
         try:
             algo.restore_from_path(str(path.resolve()))
-            return path
         except Exception as error:  # a damaged file can fail in any of Ray's loaders
-            aside = path.with_name(f"{path.name}.damaged")
-            shutil.rmtree(aside, ignore_errors=True)  # one set aside before at this iteration
-            path.rename(aside)
-            log(f"warning: checkpoint {path} does not load ({type(error).__name__}: "
-                f"{error}); moved to {aside.name}, trying the one before")  # fmt: skip
+            failed.append((path, f"{type(error).__name__}: {error}"))
+            continue
+        for bad, reason in failed:
+            aside = bad.with_name(f"{bad.name}.damaged")
+            shutil.rmtree(aside, ignore_errors=True)  # one set aside earlier at this iteration
+            bad.rename(aside)
+            log(f"warning: checkpoint {bad} does not load ({reason}); moved to {aside.name}")
+        return path
     raise UsageError(
-        f"--resume: no checkpoint in {checkpoints[0].parent} loads; start over with --overwrite"
+        f"--resume: no checkpoint in {checkpoints[0].parent} loads (newest: {failed[0][1]}); "
+        "start over with --overwrite"
     )
 
 
@@ -326,7 +330,7 @@ def train(
         raise ValueError("resume=True and overwrite=True exclude each other")
     if not isinstance(preset.seed, int) or preset.seed < 0:
         raise ValueError(f"seed={preset.seed!r}; allowed: an int >= 0")
-    if resume is True and not Path(out_dir).is_dir():
+    if resume is True and not Path(out_dir).exists():
         raise UsageError(f"--resume: nothing to resume: {out_dir} does not exist")
     stop = stop_iters if stop_iters is not None else preset.stop_iters
     config = build_config(preset, mapping)  # checks the preset and mapping before Ray starts

@@ -110,11 +110,16 @@ def test_resume_auto_starts_fresh_then_continues(ray_session, tmp_path):
         train(SMOKE, "per_layer", tmp_path, stop_iters=3, resume="auto", log=quiet)
 
 
+def damage(checkpoint: Path) -> None:
+    """Cut a file of the checkpoint short, as a crash while saving would."""
+    weights = checkpoint / "learner_group" / "learner" / "rl_module" / "shared"
+    state = weights / "module_state.pkl"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+
+
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(ray_session, tmp_path):
     train(SMOKE, "shared", tmp_path, stop_iters=2, log=quiet)
-    newest = tmp_path / "checkpoints" / "iter_000002"
-    weights = newest / "learner_group" / "learner" / "rl_module" / "shared" / "module_state.pkl"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a save cut short
+    damage(tmp_path / "checkpoints" / "iter_000002")
     lines = []
     policy = train(SMOKE, "shared", tmp_path, stop_iters=3, resume=True, log=lines.append)
     warnings = [line for line in lines if line.startswith("warning:")]
@@ -124,6 +129,13 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(ray_session, t
                                      "iter_000003"]  # fmt: skip
     assert iterations(tmp_path) == [1, 2, 3]
     assert load_policy(policy).payload["extra"]["iteration"] == 3
+
+    for name in ("iter_000001", "iter_000002", "iter_000003"):
+        damage(tmp_path / "checkpoints" / name)
+    with pytest.raises(UsageError, match="no checkpoint .* loads"):
+        train(SMOKE, "shared", tmp_path, stop_iters=4, resume=True, log=quiet)
+    assert checkpoints(tmp_path) == ["iter_000001", "iter_000002", "iter_000002.damaged",
+                                     "iter_000003"]  # fmt: skip
 
 
 def test_train_holds_the_folder_lock_for_the_whole_run(ray_session, tmp_path):
