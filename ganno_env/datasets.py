@@ -14,10 +14,11 @@ import os
 import pickle
 import struct
 import tarfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -70,6 +71,10 @@ _STD_FLOOR = 1e-8
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not on disk; the message says what was looked for and how to get it."""
+
+
+class DatasetFileError(ValueError):
+    """A dataset file is truncated, corrupt or holds what its format never does; names it."""
 
 
 @dataclass(frozen=True)
@@ -440,26 +445,95 @@ def _find_cifar_source(folder: Path | None) -> Path:
     )
 
 
+# What the batch files may ask the unpickler for: a dict of lists, bytes and numpy arrays.
+# The official files (Python 2) reconstruct arrays with numpy.core.multiarray._reconstruct;
+# copies written again by Python 3 use _frombuffer (protocol 5) or _codecs.encode (bytes,
+# protocols 2 and below).
+_CIFAR_BUILTINS = ("list", "dict", "str", "bytes", "int", "float")
+_CIFAR_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+    | {(module, name) for module in ("builtins", "__builtin__") for name in _CIFAR_BUILTINS}
+)
+# What a truncated or corrupt file raises while it is read and unpickled.
+_CORRUPT = (
+    pickle.UnpicklingError,
+    EOFError,
+    OSError,
+    tarfile.TarError,
+    zlib.error,
+    ValueError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    KeyError,
+    struct.error,
+)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that builds only what a CIFAR-10 batch holds.
+
+    A plain `pickle.load` calls whatever the file names, so a crafted file in `data_dir` could
+    run any code; this one refuses every other global.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it asks to load {module}.{name}, which a CIFAR-10 batch never holds; "
+                "refused, since unpickling it could run code"
+            )
+        return super().find_class(module, name)
+
+
+def _unpickle_cifar(f: IO[bytes], where: str) -> Any:
+    """One batch file through `_CifarUnpickler`; ValueError naming the file if it is bad."""
+    try:
+        return _CifarUnpickler(f, encoding="bytes").load()
+    except _CORRUPT as error:
+        raise DatasetFileError(
+            f"cifar10: cannot read {where}: {error}. Replace it with the official file "
+            f"({_HOW_TO_GET['cifar10']})"
+        ) from error
+
+
 def _read_cifar_batches(source: Path) -> dict[str, Any]:
     """Unpickle the batch files from a folder, or straight from the archive without extracting.
 
-    The files are pickles, so only load CIFAR-10 copies from a trusted source.
+    Only what the CIFAR-10 format holds is unpickled (`_CifarUnpickler`); a truncated or
+    corrupt file raises ValueError naming it.
     """
     if source.is_dir():
         batches = {}
         for file in _CIFAR_FILES:
             with open(source / file, "rb") as f:
-                batches[file] = pickle.load(f, encoding="bytes")
+                batches[file] = _unpickle_cifar(f, str(source / file))
         return batches
     batches = {}
-    with tarfile.open(source, "r:gz") as tar:
-        for member in tar:  # one pass: seeking back in a gzip stream means decompressing again
-            file = PurePosixPath(member.name).name
-            if member.isfile() and file in _CIFAR_FILES and file not in batches:
-                f = tar.extractfile(member)
-                assert f is not None
-                with f:
-                    batches[file] = pickle.load(f, encoding="bytes")
+    try:
+        with tarfile.open(source, "r:gz") as tar:
+            for member in tar:  # one pass: seeking back in a gzip stream decompresses again
+                file = PurePosixPath(member.name).name
+                if member.isfile() and file in _CIFAR_FILES and file not in batches:
+                    f = tar.extractfile(member)
+                    assert f is not None
+                    with f:
+                        batches[file] = _unpickle_cifar(f, f"{source}: {member.name}")
+    except DatasetFileError:
+        raise
+    except _CORRUPT as error:
+        raise DatasetFileError(
+            f"cifar10: cannot read the archive {source} (truncated or corrupt?): {error}. "
+            f"Replace it ({_HOW_TO_GET['cifar10']})"
+        ) from error
     missing = [file for file in _CIFAR_FILES if file not in batches]
     if missing:
         raise DatasetNotFoundError(
@@ -469,6 +543,8 @@ def _read_cifar_batches(source: Path) -> dict[str, Any]:
 
 
 def _cifar_arrays(batch: dict[bytes, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetFileError(f"cifar10: {source} should hold a dict with b'data' and b'labels'")
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
+import re
 import struct
 import tarfile
 from pathlib import Path
@@ -17,6 +19,7 @@ from sklearn import datasets as sk_datasets
 from ganno_env.datasets import (
     DATASET_NAMES,
     FASHION_MNIST_DEFAULT_DIR,
+    DatasetFileError,
     DatasetNotFoundError,
     DataSplits,
     clear_cache,
@@ -405,8 +408,11 @@ def tiny_cifar_files() -> dict[str, bytes]:
 
 
 def write_tiny_cifar(folder: Path, layout: str) -> None:
+    write_cifar_files(folder, layout, tiny_cifar_files())
+
+
+def write_cifar_files(folder: Path, layout: str, files: dict[str, bytes]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    files = tiny_cifar_files()
     if layout == "archive":
         with tarfile.open(folder / "cifar-10-python.tar.gz", "w:gz") as tar:
             for name, payload in files.items():
@@ -520,3 +526,59 @@ def test_real_fashion_mnist() -> None:
     assert abs(float(splits.x_train.mean())) < 1e-3
     assert float(splits.x_train.std()) == pytest.approx(1.0, abs=1e-3)
     assert load_dataset("fashion_mnist", data_dir=FASHION_MNIST_DEFAULT_DIR) is splits
+
+
+# --- CIFAR-10 files that are not what they claim ---------------------------------------------
+
+
+class CreatesMarker:
+    """What a crafted pickle does: call any function with any arguments while loading."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("layout", ["nested", "archive"])
+def test_cifar_pickle_that_would_run_code_is_refused(tmp_path: Path, layout: str) -> None:
+    marker = tmp_path / "marker"
+    files = tiny_cifar_files()
+    files["data_batch_2"] = pickle.dumps({b"data": CreatesMarker(marker), b"labels": []})
+    write_cifar_files(tmp_path / "cifar", layout, files)
+    with pytest.raises(DatasetFileError) as excinfo:
+        load_dataset("cifar10", data_dir=tmp_path / "cifar")
+    message = str(excinfo.value)
+    assert "data_batch_2" in message and ".system" in message and "refused" in message
+    assert not marker.exists()
+
+
+def test_official_python2_cifar_pickles_load(tmp_path: Path) -> None:
+    """The official files: protocol 2, arrays from numpy.core.multiarray._reconstruct."""
+    files = {}
+    for name, payload in tiny_cifar_files().items():
+        batch = pickle.loads(payload)
+        raw = pickle.dumps(batch, protocol=2)
+        files[name] = raw.replace(b"numpy._core.multiarray\n", b"numpy.core.multiarray\n")
+    assert b"cnumpy.core.multiarray\n_reconstruct\n" in files["test_batch"]
+    write_cifar_files(tmp_path, "nested", files)
+    splits = load_dataset("cifar10", data_dir=tmp_path)
+    assert splits.y_test.tolist() == [cifar_label(k) for k in range(20, 20 + N_TEST)]
+
+
+def test_truncated_cifar_archive_names_the_archive(tmp_path: Path) -> None:
+    write_tiny_cifar(tmp_path, "archive")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DatasetFileError, match=re.escape(str(archive))):
+        load_dataset("cifar10", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("layout", ["nested", "archive"])
+def test_garbage_cifar_batch_names_the_file(tmp_path: Path, layout: str) -> None:
+    files = tiny_cifar_files()
+    files["data_batch_3"] = b"\x80\x04not a pickle at all" + bytes(range(256))
+    write_cifar_files(tmp_path, layout, files)
+    with pytest.raises(DatasetFileError, match="data_batch_3"):
+        load_dataset("cifar10", data_dir=tmp_path)
