@@ -196,6 +196,24 @@ def with_defaults(
     )
 
 
+def check_lrs_in_bounds(spec: Any, lr_bounds: Sequence[float], where: str) -> None:
+    """ValueError when an initial LR that `spec` can give lies outside `lr_bounds`.
+
+    The env clips every LR to `lr_bounds`, so such a run would silently start at another LR
+    than the one its conditions (and every result built on them) name. `spec` is an
+    `initial_lr` value (one LR or one per layer) or a field spec (choice or range).
+    """
+    low, high = float(lr_bounds[0]), float(lr_bounds[1])
+    for value in support(spec):
+        for lr in map(float, value if isinstance(value, (list, tuple)) else [value]):
+            if not low <= lr <= high:
+                raise ValueError(
+                    f"{where}: initial LR {lr!r} lies outside lr_bounds=({low!r}, {high!r}), "
+                    f"where the env would clip it to {min(max(lr, low), high)!r}; to start "
+                    f"there, widen the bounds: lr_bounds=({min(low, lr)!r}, {max(high, lr)!r})"
+                )
+
+
 def layer_lrs(initial_lr: float | Sequence[float], num_layers: int) -> list[float]:
     """One LR per layer; ValueError when a per-layer list has the wrong length."""
     if isinstance(initial_lr, (list, tuple)):

@@ -14,8 +14,10 @@ from typing import Any
 import torch
 
 from ganno_env.conditions import (
+    DEFAULT_INITIAL_LR,
     Condition,
     check_condition_values,
+    check_lrs_in_bounds,
     get_condition,
 )
 from ganno_env.engine import OPTIMIZERS
@@ -107,6 +109,21 @@ class EnvConfig:
             check_condition_values(self.conditions)
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir={self.data_dir!r}; allowed: a folder path (str) or None")
+        self._check_initial_lrs()
+
+    def _check_initial_lrs(self) -> None:
+        """Every initial LR the env can start from lies inside `lr_bounds` (else ValueError).
+
+        `initial_lr` overrides the condition's; a condition's spec is checked over all it can
+        draw. Reset options are checked at reset.
+        """
+        if self.initial_lr is not None:
+            check_lrs_in_bounds(self.initial_lr, self.lr_bounds, "initial_lr")
+            return
+        spec = self.condition().specs.get("initial_lr", DEFAULT_INITIAL_LR)
+        named = isinstance(self.conditions, str)
+        where = f"conditions={self.conditions!r}" if named else "conditions"
+        check_lrs_in_bounds(spec, self.lr_bounds, where)
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> EnvConfig:
