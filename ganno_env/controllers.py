@@ -7,12 +7,19 @@ itself); the others use the default multiplicative `"discrete"` actions.
 
 Schedules are written for decision t = 0 .. T-1 (T = `max_cycles`): the LR chosen at t is
 used for the t-th interval. `lr0` is each layer's initial LR (from the reset infos).
+
+A controller also says which env it can drive: `env_requirements()` are the settings that
+give its actions their meaning (the action mode; for a trained policy also its LR factors
+and bounds), which an env must match exactly (`check_env`, called at every reset), and
+`env_defaults()` the settings it was made for that a caller may change (a policy's
+`interval` and `max_cycles`). `ganno_env.rollout.make_env` builds the env from both.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -29,8 +36,32 @@ class Controller(ABC):
     name = "controller"
     action_mode = "log_lr"
 
+    def env_requirements(self) -> dict[str, Any]:
+        """Env settings that give the actions their meaning: an env must match them."""
+        return {"action_mode": self.action_mode}
+
+    def env_defaults(self) -> dict[str, Any]:
+        """Env settings the controller was made for that a caller may change."""
+        return {}
+
+    def check_env(self, config: Any) -> None:
+        """ValueError naming both values when an env config differs from the requirements.
+
+        Without it a mismatch shows up later as an action outside the space, a numpy
+        broadcast error, or (for equal lengths) actions that silently mean other factors.
+        """
+        for key, needed in self.env_requirements().items():
+            used = getattr(config, key)
+            if not same_setting(used, needed):
+                raise ValueError(
+                    f"env {key}={_plain(used)!r} but controller {self.name!r} needs "
+                    f"{key}={_plain(needed)!r}; build the env with "
+                    "ganno_env.rollout.make_env(controller, ...)"
+                )
+
     def reset(self, env: Any, observations: dict, infos: dict) -> None:
-        """Start of an episode: remember the initial LRs and the horizon."""
+        """Start of an episode: check the env, remember the initial LRs and the horizon."""
+        self.check_env(env.config)
         self.env = env
         self.horizon = env.config.max_cycles
         self.t = 0
@@ -220,6 +251,24 @@ class RandomFactors(Controller):
 
     def choose(self, observations: dict, infos: dict) -> dict:
         return {a: int(self.rng.integers(self.env.action_space(a).n)) for a in observations}
+
+
+def same_setting(a: Any, b: Any) -> bool:
+    """Equal env settings: numbers and number sequences up to float rounding."""
+    if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
+        return a == b
+    try:
+        x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    return x.shape == y.shape and bool(np.allclose(x, y, rtol=1e-9, atol=0.0))
+
+
+def _plain(value: Any) -> Any:
+    """Sequences as tuples of floats, for messages that read like the env's kwargs."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return tuple(float(v) for v in value)
+    return value
 
 
 HAND_MADE = {

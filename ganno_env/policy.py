@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganno_env.config import ACTION_MODES
 from ganno_env.controllers import Controller
 from ganno_env.features import FEATURE_NAMES, FEATURES_VERSION
 
@@ -133,6 +134,7 @@ class PolicyController(Controller):
     name = "ganno"
 
     def __init__(self, payload: dict[str, Any], greedy: bool = True, seed: int = 0):
+        check_policy_actions(payload)
         self.payload = payload
         self.mapping = payload["mapping"]
         self.action_mode = payload["action_mode"]
@@ -145,15 +147,18 @@ class PolicyController(Controller):
             net.eval()
             self.nets[name] = net
 
-    def reset(self, env: Any, observations: dict, infos: dict) -> None:
-        super().reset(env, observations, infos)
-        for key in ("lr_factors", "lr_bounds"):
-            used = [float(v) for v in getattr(env.config, key)]
-            if not np.allclose(used, self.payload[key]):
-                raise ValueError(
-                    f"env {key}={used} but the policy was trained with {self.payload[key]}; "
-                    f"build the env with {key}={tuple(self.payload[key])}"
-                )
+    def env_requirements(self) -> dict[str, Any]:
+        """The action mode, LR factors and LR bounds the policy was trained with."""
+        return {
+            "action_mode": self.action_mode,
+            "lr_factors": tuple(float(f) for f in self.payload["lr_factors"]),
+            "lr_bounds": tuple(float(b) for b in self.payload["lr_bounds"]),
+        }
+
+    def env_defaults(self) -> dict[str, Any]:
+        """The pace it was trained at (`interval`, `max_cycles`) where its file records it."""
+        recorded = {key: recorded_setting(self.payload, key) for key in ("interval", "max_cycles")}
+        return {key: value for key, value in recorded.items() if value is not None}
 
     def choose(self, observations: dict, infos: dict) -> dict:
         return self.actions(observations)
@@ -187,7 +192,11 @@ class PolicyController(Controller):
             return int(torch.multinomial(torch.softmax(out, -1), 1, generator=self.rng))
         mean, log_std = out[:1], out[1:]
         value = mean if self.greedy else mean + log_std.exp() * torch.randn(1, generator=self.rng)
-        low, high = np.log(min(self.payload["lr_factors"])), np.log(max(self.payload["lr_factors"]))
+        if self.action_mode == "log_lr":  # log10 of the LR
+            low, high = np.log10(self.payload["lr_bounds"])
+        else:  # ln of the LR factor
+            factors = self.payload["lr_factors"]
+            low, high = np.log(min(factors)), np.log(max(factors))
         return np.clip(value.numpy(), low, high).astype(np.float32)
 
 
@@ -218,6 +227,35 @@ class GlobalPolicyController(PolicyController):
             for agent in agents:
                 tied[agent] = action
         return tied
+
+
+def check_policy_actions(payload: Mapping[str, Any]) -> None:
+    """ValueError when a policy's outputs cannot be actions of its own action mode.
+
+    A discrete policy needs one output per LR factor, a Box policy a mean and a log-std;
+    otherwise it would pick factors that do not exist or read its outputs wrongly.
+    """
+    mode, factors, out = payload["action_mode"], payload["lr_factors"], payload["out_size"]
+    if mode not in ACTION_MODES:
+        raise ValueError(f"policy action_mode={mode!r}; allowed: {ACTION_MODES}")
+    needed = len(factors) if mode == "discrete" else 2
+    if out != needed:
+        what = f"{len(factors)} lr_factors {tuple(factors)}" if mode == "discrete" else "a Box"
+        raise ValueError(
+            f"policy has out_size={out} outputs, but its action_mode={mode!r} with {what} "
+            f"needs {needed}"
+        )
+
+
+def recorded_setting(payload: Mapping[str, Any], key: str) -> Any:
+    """An env setting the policy's file records (`extra`, or `extra["env_config"]`); None if
+    it does not."""
+    extra = payload.get("extra")
+    extra = extra if isinstance(extra, dict) else {}
+    for source in (extra, extra.get("env_config")):
+        if isinstance(source, dict) and source.get(key) is not None:
+            return source[key]
+    return None
 
 
 def _depths(observations: Mapping[str, Any]) -> dict[int, int]:

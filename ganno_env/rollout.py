@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ganno_env.controllers import Controller
+from ganno_env.controllers import Controller, same_setting
 from ganno_env.layerwise_lr import raw_env
 
 
@@ -34,8 +34,24 @@ class RunResult:
 
 
 def make_env(controller: Controller, **env_kwargs: Any) -> raw_env:
-    """An env whose action mode is the one the controller speaks."""
-    return raw_env(**{"action_mode": controller.action_mode, **env_kwargs})
+    """The env that the controller speaks, plus the caller's `env_kwargs`.
+
+    Settings that give the controller's actions their meaning (`controller.env_requirements()`:
+    the action mode; for a trained policy also its `lr_factors` and `lr_bounds`) are set
+    from the controller; a conflicting value in `env_kwargs` raises ValueError naming both,
+    since the actions would mean something else. Settings the controller was made for but
+    that do not change what an action means (`env_defaults()`: a policy's recorded
+    `interval` and `max_cycles`) are defaults: `env_kwargs` may override them, e.g. to run a
+    policy for a longer horizon or on the pace of a benchmark suite.
+    """
+    needed = controller.env_requirements()
+    for key, value in needed.items():
+        if key in env_kwargs and not same_setting(env_kwargs[key], value):
+            raise ValueError(
+                f"{key}={env_kwargs[key]!r} conflicts with controller {controller.name!r}, "
+                f"whose actions need {key}={value!r}; leave {key} out (make_env sets it)"
+            )
+    return raw_env(**{**controller.env_defaults(), **env_kwargs, **needed})
 
 
 def rollout(
@@ -44,12 +60,12 @@ def rollout(
     seed: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> list[RunResult]:
-    """Play one episode; one `RunResult` per network of the env's population."""
-    if env.config.action_mode != controller.action_mode:
-        raise ValueError(
-            f"env action_mode={env.config.action_mode!r} but controller {controller.name!r} "
-            f"needs {controller.action_mode!r}; build the env with ganno_env.rollout.make_env"
-        )
+    """Play one episode; one `RunResult` per network of the env's population.
+
+    ValueError before any work when the env does not match what the controller needs
+    (`Controller.check_env`): build it with `make_env`.
+    """
+    controller.check_env(env.config)
     observations, infos = env.reset(seed=seed, options=options)
     results = [
         RunResult(i, c.to_dict(), interval=env.config.interval)

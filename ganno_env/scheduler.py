@@ -47,7 +47,9 @@ Defaults come from the policy: `interval` and `max_cycles` from its file when it
 them (`payload["extra"]`), else the env's 25 and 40. `progress` is decisions taken /
 `max_cycles`, kept at 1 past the horizon the policy was trained for. Val losses above
 `divergence_factor` (10) x the initial one are capped as in the env; the scheduler warns
-once and keeps going (the env would have ended the episode there).
+once and keeps going (the env would have ended the episode there). The optimizer's LRs at
+the first `observe` must lie inside the policy's `lr_bounds` (ValueError otherwise): the env
+refuses such initial LRs too, rather than clip them and train at another LR than the one set.
 
 Works with any optimizer whose param groups have an `lr` (SGD with or without momentum,
 Adam, AdamW, ...), on any device: statistics stay on the parameters' device and are read back
@@ -76,7 +78,13 @@ from torch import nn
 from ganno_env.features import LayerStats, layer_statistics, observation_features
 from ganno_env.layerwise_lr import requested_lr
 from ganno_env.models import layer_groups
-from ganno_env.policy import PolicyController, load_policy, module_for
+from ganno_env.policy import (
+    PolicyController,
+    check_policy_actions,
+    load_policy,
+    module_for,
+    recorded_setting,
+)
 
 DEFAULT_INTERVAL = 25
 DEFAULT_MAX_CYCLES = 40
@@ -116,6 +124,7 @@ class GannoScheduler:
         else:
             self.controller = load_policy(policy)
         payload = self.controller.payload
+        check_policy_actions(payload)
         self.policy_name = "the policy" if isinstance(policy, PolicyController) else repr(policy)
         self.interval = _positive_int(
             "interval", interval if interval is not None else _trained(payload, "interval")
@@ -188,7 +197,14 @@ class GannoScheduler:
         """The env's reset: statistics of the first gradient, before any update."""
         low, high = self.lr_bounds
         lrs = [float(self._groups[j][0]["lr"]) for j in range(self.num_layers)]
-        self.lrs = np.clip(np.asarray(lrs, dtype=np.float64), low, high)
+        for names, lr in zip(self.layer_names, lrs):
+            if not low <= lr <= high:  # clipping would silently train at another LR
+                raise ValueError(
+                    f"layer {names} starts at LR {lr!r}, outside the policy's lr_bounds="
+                    f"({low!r}, {high!r}), where GANNO would clip it to "
+                    f"{min(max(lr, low), high)!r}; give the optimizer initial LRs inside them"
+                )
+        self.lrs = np.asarray(lrs, dtype=np.float64)
         grads = self._grads()
         stats = self._statistics(self._weights_flat(), None, grads, [g * g for g in grads], None, 1)
         train_loss = float(loss)
@@ -418,11 +434,9 @@ def _per_layer_groups(
 
 def _trained(payload: dict[str, Any], key: str) -> Any:
     """A setting the policy was trained with, if its file records it; else the env default."""
-    extra = payload.get("extra")
-    extra = extra if isinstance(extra, dict) else {}
-    for source in (extra, extra.get("env_config")):
-        if isinstance(source, dict) and source.get(key) is not None:
-            return source[key]
+    value = recorded_setting(payload, key)
+    if value is not None:
+        return value
     return {
         "interval": DEFAULT_INTERVAL,
         "max_cycles": DEFAULT_MAX_CYCLES,
