@@ -22,12 +22,18 @@ spin-wait for a core another process holds make each step up to fifty times slow
 env runners or benchmark workers on two cores), so parallel users set one thread each.
 Squared tiny gradients (an LR of 1e-6, a converged network) are otherwise denormal and
 make every step ten times slower.
+
+Before building a population, `build` refuses what cannot work with a ValueError rather
+than a hang or an error deep inside torch: a population whose estimated memory exceeds
+what the device has free (`network_bytes`, `check_memory`), and layers that cannot be
+trained under `torch.vmap` (`check_batchable`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -42,6 +48,7 @@ from ganno_env.models import MLP, init_parameters, layer_groups
 OPTIMIZERS = ("sgd", "adam")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+AGENT_BYTES = 200  # host memory per agent of an env (ids, spaces): measured about 240
 
 
 class PopulationTrainer:
@@ -117,6 +124,12 @@ class PopulationTrainer:
         for seed, scale in zip(seeds, init_scales):
             init_seed, data_seed = np.random.SeedSequence(int(seed)).generate_state(2)
             module = make_module()
+            if not modules:  # check the first network before building the others
+                check_batchable(module)
+                per_network = network_bytes(
+                    module, data, batch_size, kwargs.get("val_limit"), kwargs.get("optimizer")
+                )
+                check_memory(len(seeds), per_network, kwargs.get("device", "cpu"), "networks")
             init_parameters(module, torch.Generator().manual_seed(int(init_seed)), scale)
             modules.append(module)
             data_seeds.append(int(data_seed))
@@ -327,3 +340,119 @@ class PopulationTrainer:
 def _inputs(x: torch.Tensor, flat: bool, device: torch.device) -> torch.Tensor:
     x = x.to(device, torch.float32)
     return x.reshape(len(x), -1) if flat else x
+
+
+def check_batchable(module: nn.Module) -> None:
+    """ValueError naming a layer that the population cannot train under `torch.vmap`.
+
+    Running statistics (BatchNorm, or InstanceNorm with `track_running_stats=True`) are
+    buffers updated in place, which vmap cannot do for a batch of networks sharing one
+    buffer; random layers (Dropout, RReLU) draw random numbers, which vmap refuses. Both
+    would otherwise fail deep inside the first training step.
+    """
+    for name, sub in module.named_modules():
+        kind = type(sub).__name__
+        if isinstance(sub, nn.modules.batchnorm._NormBase) and sub.track_running_stats:
+            raise ValueError(
+                f"model {type(module).__name__}: layer {name!r} ({kind}) keeps running "
+                "statistics, which it updates in place in every forward; the engine trains "
+                "the population under torch.vmap, which cannot update one buffer for many "
+                f"networks. Allowed: {kind}(..., track_running_stats=False), LayerNorm or "
+                "GroupNorm"
+            )
+        if isinstance(sub, (nn.modules.dropout._DropoutNd, nn.RReLU)):
+            raise ValueError(
+                f"model {type(module).__name__}: layer {name!r} ({kind}) draws random "
+                "numbers in every forward; the engine trains the population under "
+                "torch.vmap, which refuses random operations. Allowed: models without random "
+                "layers (remove it)"
+            )
+
+
+def network_bytes(
+    module: nn.Module,
+    data: DataSplits,
+    batch_size: int,
+    val_limit: int | None = None,
+    optimizer: str | None = "sgd",
+) -> int:
+    """Estimated memory of one network of a population while it trains, in bytes.
+
+    Counts float32 parameters with what the engine keeps per parameter (the stacked copy,
+    the module it came from, gradient, interval sums, start weights, last mean gradient,
+    optimiser buffers), the activations of one training batch (kept for the backward) and
+    of the largest evaluation split, and the minibatch order. Measured with one forward of
+    two examples, so it knows any model's activations.
+    """
+    params = sum(p.numel() for p in module.parameters())
+    copies = 9 if optimizer == "adam" else 8
+    outputs: list[int] = []
+
+    examples = data.x_train[:2].float()
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            outputs.append(output.numel() // max(len(examples), 1))
+
+    leaves = [m for m in module.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            module(examples)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_example = sum(outputs)
+    largest = max(outputs, default=0)
+    val_rows = len(data.x_val) if val_limit is None else min(val_limit, len(data.x_val))
+    eval_rows = max(val_rows, len(data.x_test))
+    elements = copies * params + 2 * batch_size * per_example + 2 * eval_rows * largest
+    return 4 * elements + 16 * len(data.x_train)
+
+
+def available_memory(device: str | torch.device) -> int | None:
+    """Bytes free for new allocations on `device`; None when this system does not say."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:  # Linux: free memory plus what the kernel can reclaim (caches)
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(population: int, per_network: int, device: str | torch.device, what: str) -> None:
+    """ValueError when `population` x `per_network` bytes exceed the device's free memory.
+
+    Refuses an impossible population before anything is allocated, instead of hanging in
+    swap or dying in the allocator.
+    """
+    free = available_memory(device)
+    if free is None or population * per_network <= free:
+        return
+    raise ValueError(
+        f"population={population}: the {what} need about {_size(population * per_network)} "
+        f"({_size(per_network)} per network), but {torch.device(device)} has "
+        f"{_size(free)} free; allowed here: population <= {free // max(per_network, 1)}"
+    )
+
+
+def _size(count: float) -> str:
+    units = ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+    k = 0
+    while count >= 1024 and k < len(units) - 1:
+        count, k = count / 1024, k + 1
+    return f"{count:.1f} {units[k]}"
