@@ -26,6 +26,7 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+from ganno_env.conditions import load_conditions
 from ganno_env.policy import MAPPINGS, module_for, module_ids
 from rllib_configs.env import GannoMultiAgentEnv
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
@@ -149,6 +150,24 @@ def get_preset(name: str, **overrides: Any) -> Preset:
             f"unknown preset fields {unknown}; allowed: {sorted(Preset.__dataclass_fields__)}"
         )
     return replace(preset, **overrides)
+
+
+def training_env_config(preset: Preset, conditions: str) -> dict[str, Any]:
+    """The preset's env_config training on the named conditions, its other settings kept.
+
+    ValueError for unknown names and for held-out conditions: those are the benchmark's
+    unseen ones, and a policy trained on them would make its "unseen" results seen.
+    """
+    known = load_conditions()
+    trainable = sorted(name for name, c in known.items() if not c.held_out)
+    if conditions not in known:
+        raise ValueError(f"conditions={conditions!r} is unknown; allowed: {trainable}")
+    if known[conditions].held_out:
+        raise ValueError(
+            f"conditions={conditions!r} is held out for the benchmark (training on it would "
+            f"make the benchmark's unseen conditions seen); allowed: {trainable}"
+        )
+    return {**preset.env_config, "conditions": conditions}
 
 
 def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",

@@ -88,10 +88,16 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        with _single_machine_ray():
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
+        start_local_ray(num_cpus)
     return True
+
+
+def start_local_ray(num_cpus: int | None = None) -> None:
+    """Start a new private Ray instance on 127.0.0.1, ignoring `RAY_ADDRESS` and any
+    cluster running on the machine (what tests need: never join someone else's Ray)."""
+    with _single_machine_ray():
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False, _node_ip_address="127.0.0.1")  # fmt: skip
 
 
 def checkpoints_newest_first(out_dir: Path) -> list[Path]:
@@ -296,6 +302,7 @@ def export_from(algo: Algorithm, path: Path, preset: Preset, mapping: str) -> Pa
         "seed": preset.seed,
         "iteration": algo.iteration,
         "hidden": list(preset.hidden),
+        "conditions": env.get("conditions"),  # what it was trained on (`ganno train --conditions`)
         # what a scheduler needs to pace decisions as in training
         "interval": int(env.get("interval", 25)),
         "max_cycles": int(env.get("max_cycles", 40)),

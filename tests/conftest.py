@@ -5,9 +5,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """A private local Ray instance (never a cluster found on the machine)."""
+    """A private local Ray instance (never a cluster found on the machine, never
+    `RAY_ADDRESS`), on loopback like the one `ganno train` starts."""
     ray = pytest.importorskip("ray")
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from rllib_configs.train import start_local_ray
+
+        start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
