@@ -21,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-CONDITION_FIELDS = ("task", "initial_lr", "init_scale", "batch_size", "width", "depth", "seed")
+CONDITION_FIELDS = (
+    "task",
+    "initial_lr",
+    "init_scale",
+    "grad_scale",
+    "batch_size",
+    "width",
+    "depth",
+    "seed",
+)
 CONDITIONS_VERSION = "conditions_v0"
 DEFAULT_INITIAL_LR = 0.01
 SPEC_KINDS = ("choice", "log_uniform", "uniform", "int_uniform")
@@ -37,6 +46,7 @@ class InitialConditions:
     task: str | None = None
     initial_lr: float | tuple[float, ...] = DEFAULT_INITIAL_LR
     init_scale: float = 1.0
+    grad_scale: float = 1.0  # multiplies the training loss: for SGD, the same as every LR x it
     batch_size: int | None = None
     width: int | None = None
     depth: int | None = None
@@ -66,9 +76,9 @@ def check_condition_values(values: Mapping[str, Any], where: str = "conditions")
                     f"{where}: initial_lr={value!r}; allowed: a finite number > 0, "
                     "or a non-empty list of them (one per layer)"
                 )
-        elif key == "init_scale":
+        elif key in ("init_scale", "grad_scale"):
             if not _is_positive_number(value):
-                raise ValueError(f"{where}: init_scale={value!r}; allowed: a finite number > 0")
+                raise ValueError(f"{where}: {key}={value!r}; allowed: a finite number > 0")
         elif key == "seed":
             if not _is_int(value) or value < 0:
                 raise ValueError(f"{where}: seed={value!r}; allowed: an int >= 0")

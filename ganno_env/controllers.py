@@ -26,8 +26,7 @@ import numpy as np
 
 from ganno_env.features import FEATURE_NAMES
 
-_W_RMS = FEATURE_NAMES.index("log10_weight_rms")
-_G_RMS = FEATURE_NAMES.index("log10_grad_rms")
+_STEP_RATIO = FEATURE_NAMES.index("log10_step_ratio")
 
 
 class Controller(ABC):
@@ -221,12 +220,15 @@ class BoldDriver(Controller):
 class LayerwiseTrustRatio(Controller):
     """LARS-like: layer j gets lr0 x r_j / mean(r) with r_j = |w_j| / |g_j| per element,
     recomputed every decision from the observations, so the network's mean LR stays lr0
-    and layers with small gradients relative to their weights move faster."""
+    and layers with small gradients relative to their weights move faster. |w| / |g| is
+    read from the step-ratio feature (lr |g| / |w|) and the layer's LR."""
 
     name = "lars"
 
     def choose(self, observations: dict, infos: dict) -> dict:
-        ratios = {a: 10.0 ** (float(o[_W_RMS]) - float(o[_G_RMS])) for a, o in observations.items()}
+        ratios = {
+            a: infos[a]["lr"] / 10.0 ** float(o[_STEP_RATIO]) for a, o in observations.items()
+        }
         by_network: dict[int, list[str]] = {}
         for agent in observations:
             by_network.setdefault(infos[agent]["network"], []).append(agent)

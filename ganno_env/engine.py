@@ -106,6 +106,7 @@ class PopulationTrainer:
         self._second = [torch.zeros_like(p) for p in self.params] if optimizer == "adam" else []
         self._adam_steps = 0
         self._active = torch.ones(self.n, device=self.device)
+        self.grad_scale = torch.ones(self.n, device=self.device)  # see `build`
         self._previous_mean_grad: list[list[torch.Tensor]] | None = None
         self.steps_done = 0
 
@@ -117,9 +118,14 @@ class PopulationTrainer:
         batch_size: int,
         seeds: Sequence[int],
         init_scales: Sequence[float],
+        grad_scales: Sequence[float] | None = None,
         **kwargs,
     ) -> PopulationTrainer:
-        """Build the population from a module factory; network i depends only on seeds[i]."""
+        """Build the population from a module factory; network i depends only on seeds[i].
+
+        `grad_scales` multiply each network's training loss, hence its gradients: for SGD the
+        same as multiplying its LRs, without the LRs' values showing it (training conditions
+        randomise it so that agents must read the step size from the gradients)."""
         modules, data_seeds = [], []
         for seed, scale in zip(seeds, init_scales):
             init_seed, data_seed = np.random.SeedSequence(int(seed)).generate_state(2)
@@ -133,7 +139,12 @@ class PopulationTrainer:
             init_parameters(module, torch.Generator().manual_seed(int(init_seed)), scale)
             modules.append(module)
             data_seeds.append(int(data_seed))
-        return cls(modules, data, batch_size, data_seeds, **kwargs)
+        trainer = cls(modules, data, batch_size, data_seeds, **kwargs)
+        if grad_scales is not None:
+            trainer.grad_scale = torch.tensor(
+                [float(g) for g in grad_scales], device=trainer.device, dtype=torch.float32
+            )
+        return trainer
 
     # ----------------------------------------------------------------- training
     def probe(self) -> tuple[torch.Tensor, LayerStats]:
@@ -148,7 +159,7 @@ class PopulationTrainer:
     def _probe(self) -> tuple[torch.Tensor, LayerStats]:
         self._carry = self._take_batches(1)
         losses = self._losses(self.params, *self._batch(self._carry[0]))
-        grads = torch.autograd.grad(losses.sum(), self.params)
+        grads = torch.autograd.grad((losses * self.grad_scale).sum(), self.params)
         with torch.no_grad():
             grads = self._masked(grads)
             sq = [g * g for g in grads]
@@ -178,7 +189,7 @@ class PopulationTrainer:
         loss_sum = torch.zeros(self.n, device=self.device)
         for t in range(steps):
             losses = self._losses(self.params, *self._batch(batches[t]))
-            grads = torch.autograd.grad(losses.sum(), self.params)
+            grads = torch.autograd.grad((losses * self.grad_scale).sum(), self.params)
             with torch.no_grad():
                 loss_sum += losses.detach()
                 torch._foreach_add_(grad_sum, grads)

@@ -4,6 +4,15 @@ One implementation serves the env and the LR scheduler: `layer_statistics` reduc
 interval's accumulated gradients and weights to per-layer numbers, and
 `observation_features` turns them into the clipped float32 vectors the agents read.
 Every tensor here has a leading population axis N (use N=1 for a single network).
+
+Features v2 are scale-free: no feature carries the absolute value of the LR, the weights
+or the gradients. Those depend on the task, the init scale and the loss scale, so a policy
+that reads them meets values at unseen initial LRs that it never saw in training, and
+extrapolates (v1 raised an LR of 3 to the upper bound). v2 measures the LR, the weights
+and the gradients against their values at the first decision (`FeatureReference`), and
+the step size as `lr * grad_rms / weight_rms`: the relative change that one SGD step makes,
+known at the probe before any update, and clipped at 1 so that any larger step reads as
+"far too large" instead of as a value never seen.
 """
 
 from __future__ import annotations
@@ -13,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -25,9 +34,19 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("log10_lr", -8.0, 2.0, "log10 of the layer's current learning rate"),
-    Feature("log10_weight_rms", -8.0, 4.0, "log10 RMS of the layer's weights and bias"),
-    Feature("log10_grad_rms", -10.0, 4.0, "log10 RMS of the per-step gradients this interval"),
+    Feature("log10_relative_lr", -8.0, 8.0, "log10(the layer's LR / its LR at the first decision)"),
+    Feature(
+        "log10_step_ratio",
+        -10.0,
+        0.0,
+        "log10(LR x gradient RMS / weight RMS): relative weight change of one SGD step",
+    ),
+    Feature(
+        "log10_weight_growth", -4.0, 4.0, "log10(weight RMS / weight RMS at the first decision)"
+    ),
+    Feature(
+        "log10_grad_growth", -8.0, 4.0, "log10(gradient RMS / gradient RMS at the first decision)"
+    ),
     Feature(
         "log10_update_ratio", -10.0, 2.0, "log10 of |weights change this interval| / |weights|"
     ),
@@ -105,9 +124,28 @@ def layer_statistics(
     )
 
 
+@dataclass(frozen=True)
+class FeatureReference:
+    """Per-layer values [N, L] at the first decision, which v2 features are relative to."""
+
+    lrs: np.ndarray
+    weight_rms: np.ndarray
+    grad_rms: np.ndarray
+
+    @classmethod
+    def at_start(cls, lrs: np.ndarray, stats: LayerStats) -> FeatureReference:
+        """The reference from the initial LRs and the probe's statistics."""
+        return cls(
+            lrs=np.asarray(lrs, dtype=np.float64).copy(),
+            weight_rms=_numpy(stats.weight_rms),
+            grad_rms=_numpy(stats.grad_rms),
+        )
+
+
 def observation_features(
     lrs: np.ndarray,
     stats: LayerStats,
+    reference: FeatureReference,
     train_loss_ratio: np.ndarray,
     val_loss_ratio: np.ndarray,
     val_log_change: np.ndarray,
@@ -121,9 +159,7 @@ def observation_features(
     """
     lrs = np.asarray(lrs, dtype=np.float64)
     n, num_layers = lrs.shape
-    per_layer = {
-        name: value.detach().to("cpu", torch.float64).numpy() for name, value in vars(stats).items()
-    }
+    per_layer = {name: _numpy(value) for name, value in vars(stats).items()}
     depth = np.arange(num_layers) / max(num_layers - 1, 1)
 
     def shared(values: np.ndarray) -> np.ndarray:
@@ -131,9 +167,10 @@ def observation_features(
 
     with np.errstate(divide="ignore", invalid="ignore"):
         columns = [
-            np.log10(lrs),
-            np.log10(per_layer["weight_rms"]),
-            np.log10(per_layer["grad_rms"]),
+            np.log10(lrs / reference.lrs),
+            np.log10(lrs * per_layer["grad_rms"] / per_layer["weight_rms"]),
+            np.log10(per_layer["weight_rms"] / reference.weight_rms),
+            np.log10(per_layer["grad_rms"] / np.maximum(reference.grad_rms, _TINY)),
             np.log10(per_layer["update_ratio"]),
             per_layer["grad_cosine"],
             per_layer["noise_ratio"],
@@ -147,6 +184,10 @@ def observation_features(
     obs = np.stack(columns, axis=-1)
     obs = np.nan_to_num(obs, nan=0.0, posinf=np.inf, neginf=-np.inf)
     return np.clip(obs, OBS_LOW, OBS_HIGH).astype(np.float32)
+
+
+def _numpy(value: torch.Tensor) -> np.ndarray:
+    return value.detach().to("cpu", torch.float64).numpy()
 
 
 def _per_net(t: torch.Tensor) -> torch.Tensor:

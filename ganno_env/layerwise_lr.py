@@ -45,7 +45,9 @@ Discrete (default): action k multiplies the layer's LR by `lr_factors[k]`. Conti
 exp(a). `action_mode="log_lr"` sets the LR to 10**a, a in log10(`lr_bounds`): hand-made
 schedules use it to follow their formulas exactly. The LR is then clipped to `lr_bounds`.
 A live agent missing from the action dict keeps its LR; an action outside the space, or
-for an agent not in `agents`, raises ValueError.
+for an agent not in `agents`, raises ValueError. A discrete action is an int-like scalar (a
+Python int, a numpy integer, a 0-d integer array); None is accepted only for agents that
+are done (PettingZoo's convention), and actions other than a dict raise TypeError.
 
 ### Rewards
 Shared by all agents of a network: ln L_val(t-1) - ln L_val(t), so an episode's return is
@@ -70,7 +72,9 @@ val_limit=1000, num_threads=None)``
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
   `"default"`), or a dict of fixed `InitialConditions` fields. A condition's `task` field
   wins over `task`.
-* `initial_lr`: overrides the condition's initial LR (one number or one per layer).
+* `initial_lr`: overrides the condition's initial LR (one number or one per layer). Every
+  initial LR (this one, any the condition can draw, reset options) must lie inside
+  `lr_bounds`: ValueError otherwise, rather than a run silently started at another LR.
 * `population`: networks trained in lockstep by one env. Network i draws its conditions
   from seed `seed + i`; task, width, depth and batch size are network 0's for all.
 * `max_cycles`, `interval`: decisions per episode and optimiser steps per decision.
@@ -101,6 +105,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -115,14 +120,21 @@ from ganno_env.conditions import (
     CONDITION_FIELDS,
     InitialConditions,
     check_condition_values,
+    check_lrs_in_bounds,
     layer_lrs,
     make_conditions,
     support,
     with_defaults,
 )
 from ganno_env.config import EnvConfig
-from ganno_env.engine import PopulationTrainer
-from ganno_env.features import FEATURES, OBS_HIGH, OBS_LOW, observation_features
+from ganno_env.engine import AGENT_BYTES, PopulationTrainer, check_batchable, check_memory
+from ganno_env.features import (
+    FEATURES,
+    OBS_HIGH,
+    OBS_LOW,
+    FeatureReference,
+    observation_features,
+)
 from ganno_env.models import layer_groups
 from ganno_env.tasks import Task, get_task
 
@@ -152,6 +164,7 @@ class raw_env(ParallelEnv):
             )
         self.max_layers = self.config.max_layers or needed
         n = self.config.population
+        check_memory(n, self.max_layers * AGENT_BYTES, "cpu", "the env's agent ids and spaces")
         self.possible_agents = [
             self._agent_id(i, j) for i in range(n) for j in range(self.max_layers)
         ]
@@ -188,6 +201,11 @@ class raw_env(ParallelEnv):
     def reset(
         self, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(
+                f"reset(options=...) got a {type(options).__name__}; allowed: None or a dict "
+                "such as {'initial_lr': 1e-3} or {'conditions': [{...}, ...]}"
+            )
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
             base_seed = int(seed)
@@ -204,6 +222,7 @@ class raw_env(ParallelEnv):
             batch_size=first.batch_size,
             seeds=[c.seed for c in conditions],
             init_scales=[c.init_scale for c in conditions],
+            grad_scales=[c.grad_scale for c in conditions],
             optimizer=self.config.optimizer,
             momentum=self.config.momentum,
             device=self.config.device,
@@ -235,9 +254,10 @@ class raw_env(ParallelEnv):
         self.done = np.zeros(n, dtype=bool)
         self.layer_stats = stats
         ones = np.ones(n)
+        self.feature_reference = FeatureReference.at_start(self.lrs, stats)
         obs = observation_features(
-            self.lrs, stats, self.train_loss / self.initial_val_loss, ones, 0 * ones, 0.0,
-            self.last_log_factor,
+            self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
+            ones, 0 * ones, 0.0, self.last_log_factor,
         )  # fmt: skip
         self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
         self._observations = self._per_agent(obs)
@@ -292,7 +312,7 @@ class raw_env(ParallelEnv):
         self.done |= finished
 
         obs = observation_features(
-            self.lrs, stats, self.train_loss / self.initial_val_loss,
+            self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
             self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous),
             self.num_moves / self.config.max_cycles, self.last_log_factor,
         )  # fmt: skip
@@ -371,13 +391,18 @@ class raw_env(ParallelEnv):
 
     def _requested_lrs(self, actions: dict[str, Any]) -> np.ndarray:
         """LRs [N, L] the actions ask for, before clipping; ValueError outside the space."""
+        if not isinstance(actions, Mapping):
+            raise TypeError(
+                f"step() got a {type(actions).__name__}; allowed: a dict of actions keyed by "
+                "agent id, e.g. {'layer_0': 2}"
+            )
         requested = self.lrs.copy()
         live = set(self.agents)
         mode = self.config.action_mode
         for agent, action in actions.items():
-            if action is None:
-                continue
             if agent not in live:
+                if action is None:  # PettingZoo's convention: agents that are done act None
+                    continue
                 raise ValueError(f"action for agent {agent!r}, which is not live; live: {live}")
             i, j = self._agent_index[agent]
             value = self._action_value(agent, action)
@@ -387,17 +412,16 @@ class raw_env(ParallelEnv):
     def _action_value(self, agent: str, action: Any) -> float:
         """The action's index (discrete) or number (Box), checked against the space."""
         if self.config.action_mode == "discrete":
-            value = np.asarray(action)
             k = len(self._factors)
-            if (
-                value.size != 1
-                or not np.issubdtype(value.dtype, np.integer)
-                or not 0 <= int(value.reshape(())) < k
-            ):
+            integer = isinstance(action, (int, np.integer)) and not isinstance(action, bool)
+            if isinstance(action, np.ndarray) and action.ndim == 0:
+                integer = np.issubdtype(action.dtype, np.integer)
+            if not integer or not 0 <= int(action) < k:
                 raise ValueError(
-                    f"action {action!r} for {agent!r}; allowed: an int in [0, {k - 1}]"
+                    f"action {action!r} for {agent!r}; allowed: an int in [0, {k - 1}] (a "
+                    "Python int, a numpy integer or a 0-d integer array)"
                 )
-            return int(value.reshape(()))
+            return int(action)
         if self.config.action_mode == "log_lr":
             return self._box_value(agent, action, "log10 of the LR")
         return self._box_value(agent, action, "ln of the LR factor")
@@ -483,6 +507,8 @@ class raw_env(ParallelEnv):
             task = self._resolve_task(c.task)
             c = replace(c, task=task.name)
             resolved.append(with_defaults(c, task.width, task.depth, task.batch_size))
+        for c in resolved:
+            check_lrs_in_bounds(c.initial_lr, self.config.lr_bounds, "reset options")
         first = resolved[0]
         if per_network is not None:
             for c in resolved[1:]:
@@ -525,9 +551,10 @@ class raw_env(ParallelEnv):
             depths = support(depth_spec) if depth_spec is not None else [task.depth]
             if task.arch == "custom":
                 data = task.load_data()
-                layers = max(
-                    len(layer_groups(task.build_model(task.width, d, data))) for d in depths
-                )
+                models = [task.build_model(task.width, d, data) for d in depths]
+                for model in models:
+                    check_batchable(model)
+                layers = max(len(layer_groups(model)) for model in models)
             else:
                 layers = max(task.num_layers(d) for d in depths)
             deepest = max(deepest, layers)

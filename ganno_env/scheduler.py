@@ -75,7 +75,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganno_env.features import LayerStats, layer_statistics, observation_features
+from ganno_env.features import (
+    FeatureReference,
+    LayerStats,
+    layer_statistics,
+    observation_features,
+)
 from ganno_env.layerwise_lr import requested_lr
 from ganno_env.models import layer_groups
 from ganno_env.policy import (
@@ -98,7 +103,8 @@ class GannoScheduler:
         optimizer: any `torch.optim.Optimizer` whose param groups have `lr`; its groups are
             rewritten into per-layer groups (see the module docstring).
         model: the `nn.Module` the optimizer trains; it defines the layers.
-        policy: path to `policy.pt`, or a loaded `PolicyController` (`load_policy`).
+        policy: path to `policy.pt`, `"pretrained"` (the policy shipped in the package), or
+            a loaded `PolicyController` (`load_policy`).
         interval: optimiser steps per decision; default: the policy's, else 25.
         val_loss_fn: `() -> float`, the current val loss, called once per decision; None:
             the interval's mean train loss stands in.
@@ -152,6 +158,7 @@ class GannoScheduler:
         self.observations: np.ndarray | None = None
         self.history: list[dict[str, Any]] = []
         self.initial_val_loss: float | None = None
+        self.feature_reference: FeatureReference | None = None  # set at the first decision
         self.val_loss: float | None = None
         self.diverged = False
         self._start: list[torch.Tensor] | None = None
@@ -249,8 +256,11 @@ class GannoScheduler:
     ) -> None:
         """Observations -> policy actions -> new per-layer LRs, as the env applies them."""
         progress = min(self.decisions / self.max_cycles, 1.0)
+        if self.feature_reference is None:
+            self.feature_reference = FeatureReference.at_start(self.lrs[None], stats)
         obs = observation_features(
-            self.lrs[None], stats, np.array([train_loss / self.initial_val_loss]),
+            self.lrs[None], stats, self.feature_reference,
+            np.array([train_loss / self.initial_val_loss]),
             np.array([val_ratio]), np.array([val_change]), progress, self.last_log_factor[None],
         )[0]  # fmt: skip
         agents = [f"layer_{j}" for j in range(self.num_layers)]

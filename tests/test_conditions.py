@@ -29,19 +29,39 @@ def training_value(field, sample):
     return defaults.get(field) if value is None else value
 
 
+TRAINING_CONDITIONS = ("train", "train_wide")
+
+
+@pytest.mark.parametrize("training", TRAINING_CONDITIONS)
 @pytest.mark.parametrize("held_out", sorted(REQUIRED_HELD_OUT))
-def test_held_out_conditions_are_never_sampled_by_train(held_out):
-    train = get_condition("train")
+def test_held_out_conditions_are_never_sampled_by_train(held_out, training):
+    train = get_condition(training)
+    assert not train.held_out
     condition = get_condition(held_out)
     rng = np.random.default_rng(0)
     for seed in range(50):
         sample = condition.sample(rng, seed)
         outside = []
-        for field in ("task", "initial_lr", "init_scale", "batch_size", "width", "depth"):
+        fields = ("task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth")
+        for field in fields:
             value = training_value(field, sample)
             spec = train.specs.get(field, training_value(field, train.sample(rng, 0)))
             outside.append(not in_support(spec, value))
         assert any(outside), f"{held_out} drew {sample}, which train can produce"
+
+
+@pytest.mark.parametrize("training", TRAINING_CONDITIONS)
+def test_training_effective_lrs_stay_apart_from_held_out_lrs(training):
+    """For SGD, LR x gradient scale is the step size that counts: its whole training range
+    lies strictly between the held-out LRs (`unseen_lr_low` < it < `unseen_lr_high`)."""
+    specs = get_condition(training).specs
+    lr = specs["initial_lr"]["log_uniform"]
+    scale = specs.get("grad_scale", 1.0)
+    scale = scale["log_uniform"] if isinstance(scale, dict) else [scale, scale]
+    low, high = lr[0] * scale[0], lr[1] * scale[1]
+    held_low = max(get_condition("unseen_lr_low").values_of("initial_lr"))
+    held_high = min(get_condition("unseen_lr_high").values_of("initial_lr"))
+    assert held_low < low <= high < held_high
 
 
 def test_sampling_is_seeded_and_in_support():
@@ -59,5 +79,5 @@ def test_bad_specs_name_the_condition_and_field():
     with pytest.raises(ValueError, match="'mine'.*init_scale"):
         Condition("mine", {"init_scale": {"choice": [1.0, -1.0]}})
     assert set(CONDITION_FIELDS) == {
-        "task", "initial_lr", "init_scale", "batch_size", "width", "depth", "seed"
+        "task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth", "seed"
     }  # fmt: skip

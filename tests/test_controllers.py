@@ -70,7 +70,8 @@ def test_lars_splits_the_lr_by_trust_ratio_and_keeps_the_mean():
     controller.reset(env, obs, infos)
     actions = controller.act(obs, infos)
     lrs = np.array([10 ** float(actions[f"layer_{j}"][0]) for j in range(4)])
-    ratios = np.array([10 ** (obs[f"layer_{j}"][1] - obs[f"layer_{j}"][2]) for j in range(4)])
+    stats = env.layer_stats  # |w| / |g| per layer, from the engine, not the features
+    ratios = (stats.weight_rms / stats.grad_rms).double().numpy()[0]
     np.testing.assert_allclose(lrs, LR0 * ratios / ratios.mean(), rtol=1e-4)
     assert len(set(np.round(lrs, 8))) > 1
 

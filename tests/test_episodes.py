@@ -147,7 +147,9 @@ def test_nan_data_terminates_without_a_single_non_finite_value():
 
 
 def test_population_keeps_training_networks_when_one_diverges():
-    env = layerwise_lr_v0.parallel_env(population=2, max_cycles=3, conditions="default")
+    env = layerwise_lr_v0.parallel_env(
+        population=2, max_cycles=3, conditions="default", lr_bounds=(1e-7, 100.0)
+    )
     _, start = env.reset(
         seed=0, options={"conditions": [{"initial_lr": 100.0}, {"initial_lr": 0.3}]}
     )

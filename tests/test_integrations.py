@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from ganno_env import layerwise_lr_v0
+from ganno_env.features import FEATURES
 from ganno_env.integrations._common import (
     INFO_KEYS,
     FixedAgentSet,
@@ -30,6 +31,8 @@ from ganno_env.integrations._common import (
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"max_cycles": 5, "interval": 5}
 LIBRARIES = ("torchrl", "tensordict", "supersuit", "stable_baselines3", "skrl", "benchmarl")
+
+NUM_FEATURES = len(FEATURES)
 
 
 # ------------------------------------------------------------------ shared glue, no library
@@ -148,7 +151,7 @@ def test_torchrl_check_env_specs(population):
     td = env.rollout(SMALL["max_cycles"] + 1, break_when_any_done=False)
     done = td["next", "done"].squeeze(-1)
     assert done.tolist() == [False] * 4 + [True, False]
-    assert td["next", "state"].shape[-1] == 12 * 4 * population
+    assert td["next", "state"].shape[-1] == NUM_FEATURES * 4 * population
     test_loss = td["next", "agents", "info", "test_loss"][:, 0]
     assert torch.isfinite(test_loss[4]) and torch.isnan(test_loss[:4]).all()
 
@@ -181,7 +184,7 @@ def test_torchrl_ppo_updates():
     n_agents = len(env.group_map["agents"])
     action_spec = env.full_action_spec["agents", "action"]
     actor_net = MultiAgentMLP(
-        n_agent_inputs=12, n_agent_outputs=action_spec.space.n, n_agents=n_agents,
+        n_agent_inputs=NUM_FEATURES, n_agent_outputs=action_spec.space.n, n_agents=n_agents,
         centralized=False, share_params=True, depth=1, num_cells=32,
     )  # fmt: skip
     policy = ProbabilisticActor(
@@ -193,7 +196,7 @@ def test_torchrl_ppo_updates():
         return_log_prob=True,
     )
     critic_net = MultiAgentMLP(
-        n_agent_inputs=12, n_agent_outputs=1, n_agents=n_agents,
+        n_agent_inputs=NUM_FEATURES, n_agent_outputs=1, n_agents=n_agents,
         centralized=True, share_params=True, depth=1, num_cells=32,
     )  # fmt: skip
     critic = TensorDictModule(critic_net, [("agents", "observation")], [("agents", "state_value")])
@@ -251,10 +254,10 @@ def test_supersuit_vec_env_steps():
     assert venv.num_envs == 2 * 2 * 4
     venv.seed(0)
     obs = venv.reset()
-    assert obs.shape == (16, 12)
+    assert obs.shape == (16, NUM_FEATURES)
     for step in range(SMALL["max_cycles"]):
         obs, rewards, dones, infos = venv.step(np.full(16, 2))
-        assert obs.shape == (16, 12) and np.isfinite(rewards).all()
+        assert obs.shape == (16, NUM_FEATURES) and np.isfinite(rewards).all()
         assert dones.all() == (step == SMALL["max_cycles"] - 1)
     assert all(math.isfinite(info["test_loss"]) for info in infos)
     seeds = [c.seed for e in venv.venv.vec_envs for c in e.par_env.unwrapped.episode_conditions]
@@ -370,7 +373,7 @@ def test_skrl_mappo_trains_with_a_state_critic(tmp_path):
         "close_environment_at_exit": False,  # its atexit hook logs after pytest closed stdout
     }
     SequentialTrainer(env=env, agents=mappo, cfg=trainer_cfg).train()
-    assert set(models["layer_0"]["value"].state_sizes) == {12 * 4}
+    assert set(models["layer_0"]["value"].state_sizes) == {NUM_FEATURES * 4}
     losses = [v for k, vs in mappo.tracking_data.items() if k.startswith("Loss") for v in vs]
     assert len(losses) == 2 * 2 * len(agents)  # 2 updates x (policy, value) x agents
     assert all(math.isfinite(x) for x in losses)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_env import GannoScheduler, layerwise_lr_v0
+from ganno_env.features import FEATURE_NAMES, FEATURES
 from ganno_env.models import MLP
 from ganno_env.policy import PolicyNet, export_policy, load_policy
 
@@ -17,12 +18,12 @@ torch.set_num_threads(1)
 INTERVAL, CYCLES, LR = 10, 6, 0.05
 
 
-def random_policy(path, mapping="shared", modules=("shared",), seed=4, scale=300.0, extra=None):
+def random_policy(path, mapping="shared", modules=("shared",), seed=0, scale=300.0, extra=None):
     """A policy file with random weights whose actions differ between layers and decisions."""
     torch.manual_seed(seed)
     nets = {}
     for name in modules:
-        net = PolicyNet(12, 5, (16, 16))
+        net = PolicyNet(len(FEATURES), 5, (16, 16))
         with torch.no_grad():
             net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
         nets[name] = net
@@ -213,7 +214,7 @@ def test_deeper_model_with_shared_mapping(policy_path):
     assert scheduler.num_layers == len(optimizer.param_groups) == 8
     assert scheduler.decisions == 3 and np.isfinite(losses).all()
     assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
-    depth = scheduler.observations[:, 6]
+    depth = scheduler.observations[:, FEATURE_NAMES.index("relative_depth")]
     np.testing.assert_allclose(depth, np.arange(8) / 7, atol=1e-6)
 
 
