@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -447,6 +447,25 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     ]
 
 
+def _inputs_section(inputs: Mapping[str, Mapping[str, Any]] | None) -> list[str]:
+    """The result-key inputs the report used, so a reader can tell which policy, suite and
+    settings its numbers come from."""
+    if not inputs:
+        return []
+    fields = list(next(iter(inputs.values())))
+    rows = [[ctrl, *(str(v) if v is not None else "-" for v in inputs[ctrl].values())]
+            for ctrl in inputs]  # fmt: skip
+    return [
+        "## Inputs",
+        "",
+        "Only results computed from these inputs are used (sha256 content hashes, first 16 "
+        "hex digits; older lines in results.jsonl are ignored).",
+        "",
+        *_md_table(["controller", *fields], rows),
+        "",
+    ]
+
+
 def _markdown(summary: dict, plots: dict[str, str]) -> str:
     ref = summary["reference"]
     conds = summary["conditions"]
@@ -459,6 +478,7 @@ def _markdown(summary: dict, plots: dict[str, str]) -> str:
         f"conditions ({', '.join(f'{c}: {n_seeds[c]} seeds' for c in conds)}), plus the "
         f"oracle: the best constant LR per condition picked on validation loss.",
         "",
+        *_inputs_section(summary.get("inputs")),
         "## Overall",
         "",
     ]
@@ -789,10 +809,15 @@ def build_report(
     reference: str = "ganno",
     reps: int = 2000,
     seed: int = 0,
+    inputs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict:
     """Summarise a results file: writes summary.json, report.md and plots/*.png in `out_dir`.
 
-    Only records of `suite.version` count. Returns the summary (the content of summary.json).
+    `inputs` (controller -> its current result-key inputs, `benchmarks.runner.run_inputs`)
+    keeps only the lines computed from those inputs: a results file keeps the lines of an
+    older policy, suite or setting, and they must not mix into the report. The report lists
+    the inputs it used. Without `inputs`, every record of `suite.version` counts. Returns the
+    summary (the content of summary.json).
     """
     from benchmarks.runner import read_results
 
@@ -800,7 +825,22 @@ def build_report(
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     records = read_results(Path(results_path))
+    stale = 0
+    if inputs is not None:
+        current = [r for r in records if r.get("inputs") == inputs.get(r.get("controller"))]
+        stale = len(records) - len(current)
+        records = current
     summary, runs, matrices = _summarise(records, suite, reference, reps, seed)
+    if inputs is not None:  # near the top of summary.json: what the numbers come from
+        used = sorted({r["controller"] for r in records})
+        head = {k: summary.pop(k) for k in ("suite", "version")}
+        summary = {**head, "inputs": {c: dict(inputs[c]) for c in used}, **summary}
+    if stale:
+        summary["notes"].insert(
+            0,
+            f"{stale} result lines ignored: computed from other inputs (policy file, suite, "
+            "controller or env settings, env or features version) than the current ones.",
+        )
 
     colours = _colours(summary["controllers"])
     plots: dict[str, str] = {}
@@ -825,9 +865,11 @@ def build_report(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m benchmarks.report RESULTS --suite quick [--out DIR]`: build and print."""
+    """`python -m benchmarks.report RESULTS --suite quick [--policy FILE] [--out DIR]`: build
+    and print the report of the results computed from the current inputs."""
     import argparse
 
+    from benchmarks.runner import controller_names, run_inputs
     from benchmarks.suites import load_suite
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -836,9 +878,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", help="output folder (default: the results file's folder)")
     parser.add_argument("--reference", default="ganno")
     parser.add_argument("--reps", type=int, default=2000)
+    parser.add_argument("--policy", help="the policy.pt the ganno results must come from")
+    parser.add_argument("--device", default="cpu", help="the device the runs used")
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.results).parent)
-    summary = build_report(args.results, load_suite(args.suite), out, args.reference, args.reps)
+    suite = load_suite(args.suite)
+    inputs = run_inputs(suite, controller_names(args.policy), args.policy, args.device)
+    summary = build_report(args.results, suite, out, args.reference, args.reps, inputs=inputs)
     print(summary_table(summary))
     print(f"\nwrote {Path(out) / 'report.md'}, {Path(out) / 'summary.json'} and plots/")
 

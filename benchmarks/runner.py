@@ -2,10 +2,17 @@
 
 Work is cut into units: one controller on one condition for the seeds that share a network
 shape, trained as one population. Each finished unit appends one JSON line per run to
-`results.jsonl`, keyed by (suite version, condition, controller, seed, variant); a rerun
-skips the keys already there, so an interrupted run resumes without repeating or losing a
-run (a line cut off by a kill is ignored). Units run in `workers` processes, or as Ray
-tasks when an address is given.
+`results.jsonl`. A line's key names the run (condition, controller, seed, variant) and every
+input that can change its result (`INPUT_FIELDS`: content hashes of the suite, the
+controller's parameters, the policy file and the env settings, plus the env and features
+versions). A rerun skips the keys already there, so an interrupted run resumes without
+repeating or losing a run (a line cut off by a kill is ignored), and a changed input (a new
+policy.pt, an edited suite, other env settings) recomputes exactly the runs it affects; the
+old lines stay in the file, and the report ignores them.
+
+Units run in `workers` processes, or as Ray tasks when an address is given. Workers leave
+Ctrl-C to the runner, which stops them at once, and they exit when the runner dies, also by
+SIGKILL, so no orphan keeps computing.
 
 The oracle ("best constant LR per condition") runs every LR of the suite's grid as variant
 `lr=...` of controller `oracle_grid`; the report picks, per condition, the LR with the best
@@ -14,13 +21,18 @@ mean final *val* loss and reports its *test* loss, as a reference, not a competi
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -28,13 +40,25 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.suites import Suite
+from benchmarks.suites import Suite, digest
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
-from ganno_env.policy import load_policy
+from ganno_env.features import FEATURES_VERSION
+from ganno_env.policy import ENV_VERSION, PolicyController, load_policy
 from ganno_env.rollout import RunResult, make_env, rollout
 
 RESULTS = "results.jsonl"
 SHAPE_KEYS = ("task", "width", "depth", "batch_size")
+POLICY_CONTROLLERS = ("ganno", "ganno_global")
+# What a result depends on besides its run (condition, controller, seed, variant).
+INPUT_FIELDS = (
+    "suite_hash",
+    "controller_hash",
+    "policy_hash",
+    "env_hash",
+    "env_version",
+    "features_version",
+)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -46,6 +70,7 @@ class Unit:
     seeds: tuple[int, ...]
     variants: tuple[str, ...]  # per network, "" or "lr=..." for the oracle grid
     conditions: tuple[tuple[tuple[str, Any], ...], ...]  # explicit initial conditions
+    inputs: tuple[tuple[str, Any], ...] = ()  # INPUT_FIELDS of the controller's runs
 
     @property
     def size(self) -> int:
@@ -53,15 +78,98 @@ class Unit:
 
 
 def controller_names(policy: str | None) -> list[str]:
+    """Every controller a suite runs: the hand-made ones, GANNO with a policy, the oracle."""
     names = sorted(HAND_MADE)
     if policy is not None:
-        names += ["ganno", "ganno_global"]
+        names += list(POLICY_CONTROLLERS)
     return names + ["oracle_grid"]
 
 
-def run_key(record: dict[str, Any]) -> tuple:
-    return (record["suite_version"], record["condition"], record["controller"], record["seed"],
-            record.get("variant", ""))  # fmt: skip
+def check_controllers(names: Iterable[str], policy: str | None) -> None:
+    """ValueError for unknown controllers, or GANNO ones without a policy, before any work."""
+    names = list(names)
+    unknown = sorted(set(names) - set(controller_names("x")))
+    if unknown:
+        raise ValueError(f"unknown controllers {unknown}; known: {controller_names('x')}")
+    needs_policy = sorted(set(POLICY_CONTROLLERS) & set(names))
+    if needs_policy and policy is None:
+        raise ValueError(f"controllers {needs_policy} need --policy FILE")
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (first 16 hex digits): a policy is named by its content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def make(controller: str, policy: str | None) -> Controller:
+    """A fresh controller by its benchmark name (`oracle_grid` runs `constant`)."""
+    if controller == "ganno":
+        return load_policy(policy)
+    if controller == "ganno_global":
+        return load_policy(policy, tie_layers=True)
+    if controller == "oracle_grid":
+        return make_controller("constant")
+    return make_controller(controller)
+
+
+def controller_params(controller: Controller) -> dict[str, Any]:
+    """What sets a controller's behaviour apart from its code: class and parameters."""
+    params: dict[str, Any] = {
+        "class": f"{type(controller).__module__}.{type(controller).__qualname__}",
+        "action_mode": controller.action_mode,
+        "params": {k: getattr(controller, k) for k in getattr(controller, "params", ())},
+    }
+    if isinstance(controller, PolicyController):
+        params["greedy"] = controller.greedy  # the weights are named by policy_hash
+    return params
+
+
+def env_settings(suite: Suite, controller: Controller, device: str) -> dict[str, Any]:
+    """The env keyword arguments every run of `controller` on `suite` trains with, as
+    `make_env` combines them (the per-run initial conditions are in each result)."""
+    return {
+        **controller.env_defaults(),
+        **suite.env,
+        **controller.env_requirements(),
+        "device": device,
+    }
+
+
+def run_inputs(
+    suite: Suite, controllers: Iterable[str], policy: str | None = None, device: str = "cpu"
+) -> dict[str, dict[str, Any]]:
+    """Per controller, the INPUT_FIELDS its results are keyed by now.
+
+    A result line whose inputs differ (another policy file, suite content, controller
+    parameters, env settings, env or features version) is stale: the runner recomputes it
+    and the report ignores it.
+    """
+    suite_hash = suite.content_hash()
+    policy_hash = file_hash(policy) if policy is not None else None
+    inputs = {}
+    for name in controllers:
+        controller = make(name, policy)
+        inputs[name] = {
+            "suite_hash": suite_hash,
+            "controller_hash": digest(controller_params(controller)),
+            "policy_hash": policy_hash if name in POLICY_CONTROLLERS else None,
+            "env_hash": digest(env_settings(suite, controller, device)),
+            "env_version": ENV_VERSION,
+            "features_version": FEATURES_VERSION,
+        }
+    return inputs
+
+
+def run_key(record: Mapping[str, Any]) -> tuple:
+    """A result's identity: its run and every input that can change it (old lines without
+    inputs never match a current key)."""
+    inputs = record.get("inputs") or {}
+    return (record["condition"], record["controller"], record["seed"],
+            record.get("variant", ""), tuple(inputs.get(k) for k in INPUT_FIELDS))  # fmt: skip
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -89,20 +197,26 @@ def drop_partial_line(path: Path) -> None:
         path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
-def plan(suite: Suite, controllers: Iterable[str], done: set[tuple]) -> list[Unit]:
-    """The units still to run: missing (condition, controller, seed, variant) keys only."""
+def plan(
+    suite: Suite,
+    controllers: Iterable[str],
+    done: set[tuple],
+    inputs: Mapping[str, Mapping[str, Any]],
+) -> list[Unit]:
+    """The units still to run: runs whose key (with the controller's `inputs`) is not done."""
     units = []
     for condition in suite.conditions:
         starts = {seed: suite.initial_conditions(condition, seed) for seed in suite.seeds}
         for controller in controllers:
+            current = inputs[controller]
             variants = (
                 [f"lr={lr:g}" for lr in suite.oracle_grid] if controller == "oracle_grid" else [""]
             )
             groups: dict[tuple, list[tuple[int, str, dict]]] = {}
             for seed, start in starts.items():
                 for variant in variants:
-                    key = (suite.version, condition, controller, seed, variant)
-                    if key in done:
+                    run = {"condition": condition, "controller": controller, "seed": seed}
+                    if run_key({**run, "variant": variant, "inputs": current}) in done:
                         continue
                     values = dict(start)
                     if variant:
@@ -117,36 +231,25 @@ def plan(suite: Suite, controllers: Iterable[str], done: set[tuple]) -> list[Uni
                         seeds=tuple(m[0] for m in members),
                         variants=tuple(m[1] for m in members),
                         conditions=tuple(tuple(sorted(m[2].items())) for m in members),
+                        inputs=tuple(current.items()),
                     )
                 )
     return units
-
-
-def make(controller: str, policy: str | None) -> Controller:
-    if controller == "ganno":
-        return load_policy(policy)
-    if controller == "ganno_global":
-        return load_policy(policy, tie_layers=True)
-    if controller == "oracle_grid":
-        return make_controller("constant")
-    return make_controller(controller)
 
 
 def run_unit(
     unit: Unit, suite: Suite, policy: str | None, device: str = "cpu", threads: int | None = None
 ) -> list[dict]:
     """Train the unit's population under its controller; one record per run."""
+    expected = dict(unit.inputs).get("policy_hash")
+    if expected is not None and expected != file_hash(policy):
+        raise ValueError(f"policy file {policy!r} changed while the benchmark ran; rerun it")
     controller = make(unit.controller, policy)
-    env_kwargs = dict(suite.env, num_threads=threads)
-    if unit.controller in ("ganno", "ganno_global"):
-        env_kwargs.update(lr_factors=tuple(controller.payload["lr_factors"]),
-                          lr_bounds=tuple(controller.payload["lr_bounds"]))  # fmt: skip
     first = dict(unit.conditions[0])
     shape = {k: first[k] for k in SHAPE_KEYS if k != "task"}
-    env = make_env(
-        controller, task=first["task"], conditions=shape, population=unit.size,
-        device=device, **env_kwargs,
-    )  # fmt: skip
+    settings = env_settings(suite, controller, device)
+    env = make_env(controller, task=first["task"], conditions=shape, population=unit.size,
+                   num_threads=threads, **settings)  # fmt: skip
     began = time.perf_counter()
     per_network = [dict(c) for c in unit.conditions]
     results = rollout(env, controller, seed=unit.seeds[0], options={"conditions": per_network})
@@ -155,6 +258,7 @@ def run_unit(
 
 
 def record(suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float) -> dict:
+    """One result line: the run's key, its metrics and curves."""
     curve = np.array(result.val_curve, dtype=np.float64)
     return {
         "suite_version": suite.version,
@@ -162,6 +266,7 @@ def record(suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float) -
         "controller": unit.controller,
         "seed": unit.seeds[i],
         "variant": unit.variants[i],
+        "inputs": dict(unit.inputs),
         "conditions": result.conditions,
         "test_loss": result.test_loss,
         "test_accuracy": result.test_accuracy,
@@ -181,6 +286,7 @@ class Progress:
 
     def __init__(self, total_runs: int, stream=sys.stderr):
         self.total, self.done, self.start, self.stream = total_runs, 0, time.perf_counter(), stream
+        self.drawn = False
 
     def advance(self, runs: int, label: str) -> None:
         self.done += runs
@@ -193,9 +299,13 @@ class Progress:
             f"{elapsed:5.0f}s, ~{left:4.0f}s left  {label:<40.40}"
         )
         self.stream.flush()
+        self.drawn = True
 
     def close(self) -> None:
-        self.stream.write("\n")
+        """End the bar's line, so what follows starts on a line of its own."""
+        if self.drawn:
+            self.stream.write("\n")
+            self.drawn = False
 
 
 def append(path: Path, records: list[dict]) -> None:
@@ -216,64 +326,145 @@ def run_suite(
     device: str = "cpu",
     on_unit: Callable[[Unit], None] | None = None,
 ) -> Path:
-    """Run whatever of the suite is not in `out_dir/results.jsonl` yet; returns its path."""
+    """Run whatever of the suite is not in `out_dir/results.jsonl` yet; returns its path.
+
+    Keys include every input (see `run_inputs`), so only runs whose inputs are new run. The
+    caller owns `out_dir`: `ganno bench` holds its folder lock, so no two runners append to
+    one file.
+    """
+    names = list(controllers) if controllers is not None else controller_names(policy)
+    check_controllers(names, policy)
+    inputs = run_inputs(suite, names, policy, device)  # also fails on a bad policy file
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
-    if policy is not None:
-        load_policy(policy)  # fail on a bad policy file before any work
-    names = list(controllers) if controllers is not None else controller_names(policy)
-    needs_policy = {"ganno", "ganno_global"} & set(names)
-    if needs_policy and policy is None:
-        raise ValueError(f"controllers {sorted(needs_policy)} need --policy FILE")
-    unknown = sorted(set(names) - set(controller_names("x")))
-    if unknown:
-        raise ValueError(f"unknown controllers {unknown}; known: {controller_names('x')}")
     drop_partial_line(path)
     done = {run_key(r) for r in read_results(path)}
-    units = plan(suite, names, done)
+    units = plan(suite, names, done, inputs)
     progress = Progress(sum(u.size for u in units))
-    if not units:
+
+    def finished(unit: Unit, records: list[dict]) -> None:
+        append(path, records)
+        progress.advance(unit.size, f"{unit.condition} {unit.controller}")
+        if on_unit is not None:
+            on_unit(unit)
+
+    try:
+        if not units:
+            pass
+        elif address is not None:
+            _run_on_ray(units, suite, policy, device, address, finished)
+        elif workers <= 1:
+            for unit in units:  # one torch thread, as in a worker: contended threads spin
+                finished(unit, run_unit(unit, suite, policy, device, 1))
+        else:
+            _run_in_processes(units, suite, policy, device, workers, finished)
+    finally:
         progress.close()
-        return path
-    if address is not None:
-        _run_on_ray(units, suite, policy, device, address, path, progress, on_unit)
-    elif workers <= 1:
-        for unit in units:
-            append(path, run_unit(unit, suite, policy, device))
-            progress.advance(unit.size, f"{unit.condition} {unit.controller}")
-            if on_unit is not None:
-                on_unit(unit)
-    else:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-            # one torch thread per worker: workers share the cores
-            futures = {pool.submit(run_unit, u, suite, policy, device, 1): u for u in units}
-            for future in as_completed(futures):
-                unit = futures[future]
-                append(path, future.result())
-                progress.advance(unit.size, f"{unit.condition} {unit.controller}")
-                if on_unit is not None:
-                    on_unit(unit)
-    progress.close()
     return path
 
 
-def _run_on_ray(units, suite, policy, device, address, path, progress, on_unit) -> None:
+# ---------------------------------------------------------------- worker processes
+
+
+def die_with_parent(parent: int, poll_s: float = 0.5) -> None:
+    """Exit this process when process `parent` dies, so a SIGKILLed runner leaves no workers.
+
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); a
+    daemon thread that polls the parent PID covers other systems and a parent that died
+    before this call.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still works
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_init(parent: int) -> None:
+    """A worker leaves Ctrl-C to the runner (no traceback per worker) and dies with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Ignore SIGINT while workers start: they inherit it, so a Ctrl-C before their
+    initializer runs cannot print a traceback from them either."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run_in_processes(units, suite, policy, device, workers, finished) -> None:
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
+                               initializer=_worker_init, initargs=(os.getpid(),))  # fmt: skip
+    try:
+        with _workers_ignore_ctrl_c():  # workers start on submit
+            # one torch thread per worker: workers share the cores
+            futures = {pool.submit(run_unit, u, suite, policy, device, 1): u for u in units}
+        for future in as_completed(futures):
+            finished(futures[future], future.result())
+    except BaseException:  # Ctrl-C or a failed unit: stop now, not after the running units
+        processes = list((pool._processes or {}).values())  # no public API before 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.join(5)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def connect_ray(address: str) -> bool:
+    """Join the Ray cluster at `address`; `"local"` starts a private instance that listens
+    on 127.0.0.1 only, so benchmark tasks are not reachable from the network. True if this
+    call started Ray."""
     import ray
 
-    from rllib_configs.train import init_ray
+    from rllib_configs.train import init_ray, start_local_ray
 
-    started = init_ray(address)
+    if address != "local":
+        return init_ray(address)
+    if ray.is_initialized():
+        return False
+    start_local_ray()
+    return True
+
+
+def _run_on_ray(units, suite, policy, device, address, finished) -> None:
+    import ray
+
+    started = connect_ray(address)
+    pending: dict = {}
     try:
         remote = ray.remote(num_cpus=1)(run_unit)
         pending = {remote.remote(u, suite, policy, device, 1): u for u in units}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             unit = pending.pop(ready[0])
-            append(path, ray.get(ready[0]))
-            progress.advance(unit.size, f"{unit.condition} {unit.controller}")
-            if on_unit is not None:
-                on_unit(unit)
+            finished(unit, ray.get(ready[0]))
     finally:
+        for ref in pending:  # interrupted: stop the tasks still queued or running
+            ray.cancel(ref, force=True)
         if started:
             ray.shutdown()

@@ -8,6 +8,7 @@ from exactly the same LR, weights and data order as every other.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,17 @@ import numpy as np
 from ganno_env.conditions import get_condition
 
 
+def digest(obj: Any) -> str:
+    """sha256 of a JSON-able value (first 16 hex digits), the same for equal content:
+    result keys name their inputs by such hashes."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class Suite:
+    """A versioned set of held-out conditions, their seeds and the episode settings."""
+
     name: str
     version: str
     description: str
@@ -37,6 +47,26 @@ class Suite:
             raise ValueError(f"--seeds {count}; allowed: 1..{len(self.seeds)} for {self.name}")
         return Suite(**{**self.__dict__, "seeds": self.seeds[:count]})
 
+    def content_hash(self) -> str:
+        """Hash of what the suite's runs are made from: version, task, env settings and each
+        condition's specs (read from its conditions file), so an edited suite or condition
+        invalidates old results. Seeds and oracle LRs are part of each result's own key, and
+        the name, description and report settings change no result, so they are left out.
+        """
+        specs = {
+            name: dict(get_condition(name, self.conditions_version).specs)
+            for name in self.conditions
+        }
+        return digest(
+            {
+                "version": self.version,
+                "conditions_version": self.conditions_version,
+                "task": self.task,
+                "env": self.env,
+                "conditions": specs,
+            }
+        )
+
     def initial_conditions(self, condition: str, seed: int) -> dict[str, Any]:
         """Explicit initial conditions of one run (every field fixed)."""
         drawn = get_condition(condition, self.conditions_version).sample(
@@ -53,6 +83,7 @@ SUITES_DIR = Path(__file__).parent / "suites"
 
 
 def suite_names() -> list[str]:
+    """The suites shipped in benchmarks/suites/."""
     return sorted(p.stem for p in SUITES_DIR.glob("*.json"))
 
 

@@ -1,4 +1,5 @@
-"""The benchmark runner: resumable, complete, and the main job's pieces end to end."""
+"""The benchmark runner: resumable, complete, keyed by its inputs, and the main job's pieces
+end to end."""
 
 import json
 import os
@@ -6,12 +7,25 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
-from benchmarks.runner import plan, read_results, run_key, run_suite
+from benchmarks.report import build_report
+from benchmarks.runner import (
+    file_hash,
+    plan,
+    read_results,
+    run_inputs,
+    run_key,
+    run_suite,
+)
 from benchmarks.suites import load_suite, suite_names
+from ganno_env.features import FEATURE_NAMES
+from ganno_env.policy import PolicyNet, export_policy
 
 BIN = Path(sys.executable).parent
 
@@ -29,7 +43,7 @@ def test_suites_are_versioned_and_cover_the_held_out_conditions():
 
 def test_every_controller_starts_each_seed_from_the_same_conditions():
     suite = load_suite("quick")
-    units = plan(suite, ["constant", "cosine"], done=set())
+    units = plan(suite, ["constant", "cosine"], set(), run_inputs(suite, ["constant", "cosine"]))
     starts = {}
     for unit in units:
         for seed, conditions in zip(unit.seeds, unit.conditions):
@@ -41,8 +55,9 @@ def test_every_controller_starts_each_seed_from_the_same_conditions():
 
 
 def expected_keys(suite, controllers):
+    inputs = run_inputs(suite, controllers)
     return {
-        (suite.version, c, name, seed, "")
+        run_key({"condition": c, "controller": name, "seed": seed, "inputs": inputs[name]})
         for c in suite.conditions
         for name in controllers
         for seed in suite.seeds
@@ -83,9 +98,65 @@ def test_killed_runner_resumes_without_repeating_or_losing_a_run(tmp_path):
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
 
+def random_policy(path: Path, seed: int) -> str:
+    """A policy file with random weights (no training); different seeds act differently."""
+    torch.manual_seed(seed)
+    net = PolicyNet(len(FEATURE_NAMES), 5, (16, 16))
+    with torch.no_grad():
+        net.pi[-1].weight.mul_(300.0)  # undo PolicyNet's near-uniform start
+    export_policy(path, {"shared": net}, "shared", {})
+    return str(path)
+
+
+def tiny_suite(**env):
+    """The quick suite cut to one condition, two seeds and short episodes."""
+    suite = load_suite("quick").with_seeds(2)
+    return replace(suite, conditions=suite.conditions[:1],
+                   env={"max_cycles": 4, "interval": 5, **env})  # fmt: skip
+
+
+def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_ones(tmp_path):
+    torch.set_num_threads(1)
+    suite = tiny_suite()
+    cond = suite.conditions[0]
+    a, b = random_policy(tmp_path / "a.pt", 1), random_policy(tmp_path / "b.pt", 2)
+    out = tmp_path / "bench"
+    run_suite(suite, out, policy=a, controllers=["ganno", "constant"])
+    path = run_suite(suite, out, policy=b, controllers=["ganno", "constant"])
+    records = read_results(path)
+    runs = Counter((r["controller"], r["inputs"]["policy_hash"]) for r in records)
+    # policy B's runs were computed (not A's reused); constant does not use the policy
+    assert runs == {("ganno", file_hash(a)): 2, ("ganno", file_hash(b)): 2, ("constant", None): 2}
+
+    def losses(policy):
+        chosen = [r for r in records if r["inputs"]["policy_hash"] == file_hash(policy)]
+        return [r["test_loss"] for r in sorted(chosen, key=lambda r: r["seed"])]
+
+    assert losses(a) != losses(b)  # else this test could not tell them apart
+    summary = build_report(path, suite, out, reps=50, inputs=run_inputs(suite, ["ganno"], b))
+    assert summary["per_condition"][cond]["ganno"]["test_loss"] == losses(b)
+    assert list(summary)[:3] == ["suite", "version", "inputs"]
+    assert summary["inputs"] == {"ganno": run_inputs(suite, ["ganno"], b)["ganno"]}
+    assert any(n.startswith("4 result lines ignored") for n in summary["notes"])
+    report = (out / "report.md").read_text()
+    assert file_hash(b) in report and file_hash(a) not in report
+
+    # An edited suite (other env settings) recomputes every run it affects.
+    edited = tiny_suite(interval=6)
+    assert edited.content_hash() != suite.content_hash()
+    run_suite(edited, out, controllers=["constant"])
+    again = [r for r in read_results(path) if r["controller"] == "constant"]
+    assert [r["inputs"]["suite_hash"] for r in again] == [suite.content_hash()] * 2 + [
+        edited.content_hash()
+    ] * 2
+    assert {r["interval"] for r in again[2:]} == {6}
+    summary = build_report(path, edited, out, reps=50, inputs=run_inputs(edited, ["constant"]))
+    assert summary["per_condition"][cond]["constant"]["runs"] == 2
+    assert summary["inputs"]["constant"]["suite_hash"] == edited.content_hash()
+
+
 @pytest.mark.slow
 def test_quick_suite_with_a_smoke_trained_policy(ray_session, tmp_path):
-    from benchmarks.report import build_report
     from rllib_configs.ppo import get_preset
     from rllib_configs.train import train
 
@@ -98,7 +169,8 @@ def test_quick_suite_with_a_smoke_trained_policy(ray_session, tmp_path):
     records = read_results(results)
     assert {r["controller"] for r in records} == set(controllers)
     assert len(records) == 3 * 2 * (4 + len(suite.oracle_grid))
-    summary = build_report(results, suite, tmp_path / "bench")
+    inputs = run_inputs(suite, controllers, str(policy))
+    summary = build_report(results, suite, tmp_path / "bench", inputs=inputs)
     assert "ganno" in summary["overall"] and "oracle" in summary["overall"]
     assert (tmp_path / "bench" / "report.md").stat().st_size > 500
     assert any((tmp_path / "bench" / "plots").glob("*.png"))
