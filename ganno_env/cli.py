@@ -7,14 +7,18 @@ hand-made schedules. Commands that need Ray import it only when they run.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import io
+import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from ganno_env.controllers import HAND_MADE, make_controller
+from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
 
@@ -135,26 +139,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train on the `train` conditions of digits_mlp, then benchmark on held-out ones.
 
     Both stages resume: rerunning after an interruption continues from the last
-    checkpoint and skips the benchmark runs already in results.jsonl.
+    checkpoint and skips the benchmark runs already in results.jsonl. One `ganno run` per
+    --out folder at a time (a folder lock).
     """
     rllib = _rllib("run")
     if rllib is None:
         return 2
     get_preset, train = rllib
     from benchmarks.report import build_report, summary_table
-    from benchmarks.runner import run_suite
+    from benchmarks.runner import controller_names, run_inputs, run_suite
     from benchmarks.suites import load_suite
 
     start = time.perf_counter()
-    out = Path(args.out)
     preset = get_preset("smoke" if args.quick else "local")
-    print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
-    policy = train(preset, "shared", out / "train", resume=True)
-    trained = time.perf_counter()
     suite = load_suite("quick" if args.quick else "unseen")
-    print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
-    results = run_suite(suite, out / "bench", policy=str(policy), workers=args.workers)
-    summary = build_report(results, suite, out / "bench")
+    with folder_lock(args.out) as out:
+        try:
+            print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
+            policy = str(train(preset, "shared", out / "train", resume="auto"))
+            trained = time.perf_counter()
+            print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
+            results = run_suite(suite, out / "bench", policy=policy, workers=args.workers)
+            inputs = run_inputs(suite, controller_names(policy), policy)
+            summary = build_report(results, suite, out / "bench", inputs=inputs)
+        except KeyboardInterrupt:
+            print("ganno: interrupted; rerun the same command to resume (training continues "
+                  "from its last checkpoint, finished benchmark runs are skipped)",
+                  file=sys.stderr)  # fmt: skip
+            return 130
     print(summary_table(summary))
     end = time.perf_counter()
     print(f"report: {out / 'bench' / 'report.md'}")
@@ -163,27 +175,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy_file(path: str | None) -> str | None:
+    """--policy as given, after checking it names a readable file (before any work)."""
+    if path is None:
+        return None
+    if not os.path.exists(path):
+        raise UsageError(f"--policy {path!r} does not exist; allowed: a policy.pt file")
+    if not os.path.isfile(path) or not os.access(path, os.R_OK):
+        raise UsageError(f"--policy {path!r} is not a readable file; allowed: a policy.pt file")
+    return path
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark controllers on a suite into --out; a rerun resumes, one run per folder."""
     if args.perf:
         from benchmarks.perf_env import main as perf_main
 
         return perf_main(["--quick"] if args.quick else [])
     from benchmarks.report import build_report, summary_table
-    from benchmarks.runner import run_suite
+    from benchmarks.runner import (
+        RESULTS,
+        check_controllers,
+        controller_names,
+        run_inputs,
+        run_suite,
+    )
     from benchmarks.suites import load_suite
+    from ganno_env.config import check_device
 
-    suite = load_suite("quick" if args.quick else args.suite)
+    # Every argument is checked before the folder is touched or any run starts.
+    if args.quick and args.suite not in (None, "quick"):
+        raise UsageError(f"--quick and --suite {args.suite!r} exclude each other")
+    suite = load_suite("quick" if args.quick else args.suite or "unseen")
     if args.seeds is not None:
         suite = suite.with_seeds(args.seeds)
+    policy = _policy_file(args.policy)
     controllers = args.controllers.split(",") if args.controllers else None
+    check_controllers(controllers or controller_names(policy), policy)
+    check_device(args.device)
+    inputs = run_inputs(suite, controller_names(policy), policy, args.device)  # loads policy
     start = time.perf_counter()
-    results = run_suite(
-        suite, args.out, policy=args.policy, controllers=controllers, workers=args.workers,
-        address=args.address, device=args.device,
-    )  # fmt: skip
-    summary = build_report(results, suite, args.out)
+    with folder_lock(args.out) as out:
+        try:
+            results = run_suite(
+                suite, out, policy=policy, controllers=controllers, workers=args.workers,
+                address=args.address, device=args.device,
+            )  # fmt: skip
+            summary = build_report(results, suite, out, inputs=inputs)
+        except KeyboardInterrupt:
+            saved = out / RESULTS
+            print(f"ganno: interrupted; finished runs are saved in {saved}: rerun the same "
+                  "command to resume (finished runs are skipped)", file=sys.stderr)  # fmt: skip
+            return 130
     print(summary_table(summary))
-    print(f"report: {args.out}/report.md ({time.perf_counter() - start:.0f} s)")
+    print(f"report: {out / 'report.md'} ({time.perf_counter() - start:.0f} s)")
     return 0
 
 
@@ -224,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     bench = commands.add_parser("bench", help="benchmark controllers on a suite of conditions")
-    bench.add_argument("--suite", default="unseen", help="suite name (benchmarks/suites/)")
+    bench.add_argument("--suite", default=None, help="suite name (default: unseen)")
     bench.add_argument("--policy", default=None, help="a policy.pt to include as 'ganno'")
     bench.add_argument("--quick", action="store_true", help="the CI-sized 'quick' suite")
     bench.add_argument("--seeds", type=_positive_int, default=None, help="first N seeds only")
@@ -238,13 +283,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; a malformed one is a UsageError, one line like any other."""
+    captured = io.StringIO()
     try:
-        return args.func(args)
-    except ValueError as error:
-        print(f"ganno: error: {error}", file=sys.stderr)
-        return 2
+        with contextlib.redirect_stderr(captured):
+            return build_parser().parse_args(argv)
+    except SystemExit as exit:
+        if not exit.code:  # --help
+            raise
+        # argparse wrote "usage: ..." and then "PROG: error: MESSAGE"
+        last = captured.getvalue().strip().splitlines()[-1]
+        prog, _, message = last.partition(": error: ")
+        raise UsageError(f"{message} (see '{prog} --help')") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a `ganno` command. A user mistake is one line on stderr and exit status 2, an
+    interruption exit status 130; neither prints a traceback.
+
+    Interrupted on the command line (`argv` None), the process ends as soon as the command
+    has cleaned up and the exit handlers have run: Python's module teardown after torch takes
+    seconds on a busy machine, and Ctrl-C should stop ganno within a moment.
+    """
+    try:
+        args = _parse(argv)
+        code = args.func(args)
+    except (UsageError, ValueError) as error:
+        print(f"ganno: error: {' '.join(str(error).split())}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("ganno: interrupted", file=sys.stderr)
+        code = 130
+    if code == 130 and argv is None:
+        atexit._run_exitfuncs()  # what a normal exit runs, less the module teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":
