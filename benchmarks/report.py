@@ -825,10 +825,12 @@ def build_report(
     plot_dir = out / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     records = read_results(Path(results_path))
-    stale = 0
+    stale: dict[str, int] = {}
     if inputs is not None:
         current = [r for r in records if r.get("inputs") == inputs.get(r.get("controller"))]
-        stale = len(records) - len(current)
+        for r in records:
+            if r.get("inputs") != inputs.get(r.get("controller")):
+                stale[r.get("controller")] = stale.get(r.get("controller"), 0) + 1
         records = current
     summary, runs, matrices = _summarise(records, suite, reference, reps, seed)
     if inputs is not None:  # near the top of summary.json: what the numbers come from
@@ -836,10 +838,12 @@ def build_report(
         head = {k: summary.pop(k) for k in ("suite", "version")}
         summary = {**head, "inputs": {c: dict(inputs[c]) for c in used}, **summary}
     if stale:
+        counts = ", ".join(f"{c}: {n}" for c, n in sorted(stale.items()))
         summary["notes"].insert(
             0,
-            f"{stale} result lines ignored: computed from other inputs (policy file, suite, "
-            "controller or env settings, env or features version) than the current ones.",
+            f"{sum(stale.values())} result lines ignored ({counts}): computed from other inputs "
+            "(policy file, suite, controller or env settings, env or features version) than "
+            "the current ones, or of a controller without current inputs (ganno needs a policy).",
         )
 
     colours = _colours(summary["controllers"])
