@@ -43,7 +43,7 @@ import numpy as np
 from benchmarks.suites import Suite, digest
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
 from ganno_env.features import FEATURES_VERSION
-from ganno_env.policy import ENV_VERSION, PolicyController, load_policy
+from ganno_env.policy import ENV_VERSION, PolicyController, load_policy, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 
 RESULTS = "results.jsonl"
@@ -148,6 +148,7 @@ def run_inputs(
     parameters, env settings, env or features version) is stale: the runner recomputes it
     and the report ignores it.
     """
+    policy = str(resolve_policy_path(policy)) if policy is not None else None
     suite_hash = suite.content_hash()
     policy_hash = file_hash(policy) if policy is not None else None
     inputs = {}
@@ -332,6 +333,7 @@ def run_suite(
     caller owns `out_dir`: `ganno bench` holds its folder lock, so no two runners append to
     one file.
     """
+    policy = str(resolve_policy_path(policy)) if policy is not None else None  # "pretrained"
     names = list(controllers) if controllers is not None else controller_names(policy)
     check_controllers(names, policy)
     inputs = run_inputs(suite, names, policy, device)  # also fails on a bad policy file

@@ -19,6 +19,7 @@ import numpy as np
 
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.folder_lock import UsageError, folder_lock
+from ganno_env.policy import resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
 
@@ -127,6 +128,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     get_preset, train = rllib
     preset = get_preset(args.preset, seed=args.seed)
+    if args.conditions is not None:  # merged into the preset's env_config, so run.json has it
+        from rllib_configs.ppo import training_env_config
+
+        env_config = training_env_config(preset, args.conditions)
+        preset = get_preset(args.preset, seed=args.seed, env_config=env_config)
     try:
         train(preset, args.mapping, args.out, args.stop_iters, args.address,
               resume=args.resume, overwrite=args.overwrite)  # fmt: skip
@@ -176,9 +182,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _policy_file(path: str | None) -> str | None:
-    """--policy as given, after checking it names a readable file (before any work)."""
+    """--policy as a file path, after checking it names a readable file (before any work).
+
+    `pretrained` becomes the shipped file's path here, so the benchmark keys its results on
+    that file's content like any other policy's.
+    """
     if path is None:
         return None
+    try:
+        path = str(resolve_policy_path(path))
+    except FileNotFoundError as error:
+        raise UsageError(f"--policy {path!r}: {error}") from None
     if not os.path.exists(path):
         raise UsageError(f"--policy {path!r} does not exist; allowed: a policy.pt file")
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
@@ -263,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-iters", type=_positive_int, default=None)
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
     train.add_argument("--seed", type=_seed, default=0, help="RLlib's seed, recorded in run.json")
+    conditions_help = "training conditions by name (default: the preset's); not held-out ones"
+    train.add_argument("--conditions", default=None, help=conditions_help)
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out")
     again.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -4,6 +4,10 @@ The RLlib module trained by `rllib_configs` wraps `PolicyNet`; `export` writes i
 and everything needed to use them (env version, observation features, actions, mapping) to
 `policy.pt`, which `torch.load(weights_only=True)` reads. `load_policy` returns a
 controller that acts without Ray, through the same env API as the hand-made schedules.
+
+The name `"pretrained"` (a `str`, wherever a policy file is accepted) means the policy
+shipped inside the package, `ganno_env/data/pretrained_policy.pt`; a `Path` is always a
+path, so a local file called `pretrained` is `Path("pretrained")` or `"./pretrained"`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,6 +30,9 @@ POLICY_FORMAT = 1
 ENV_VERSION = "layerwise_lr_v0"
 MAPPINGS = ("shared", "grouped", "per_layer")
 _AGENT = re.compile(r"^(?:net(\d+)_layer|layer_)(\d+)$")
+PRETRAINED = "pretrained"  # the name of the shipped policy
+# Next to the package's other data files, so an installed wheel carries it (package-data).
+PRETRAINED_PATH = Path(__file__).resolve().parent / "data" / "pretrained_policy.pt"
 
 
 class PolicyNet(nn.Module):
@@ -267,13 +275,33 @@ def _depths(observations: Mapping[str, Any]) -> dict[int, int]:
     return depth
 
 
+def resolve_policy_path(name_or_path: str | os.PathLike) -> Path:
+    """The file a policy argument names: the shipped file for `"pretrained"`, else the path.
+
+    Callers that key results on the file (the benchmark hashes its bytes) resolve first, so
+    `"pretrained"` is named by the shipped file's content, not by the word. Raises
+    FileNotFoundError when the shipped file is absent (an install without package data);
+    other paths are returned unchecked, as the caller's open reports them best.
+    """
+    if isinstance(name_or_path, str) and name_or_path == PRETRAINED:
+        if not PRETRAINED_PATH.is_file():
+            raise FileNotFoundError(
+                f"the pretrained GANNO policy is not installed: {PRETRAINED_PATH} is missing "
+                "(reinstall ganno with its package data, or pass the path of a policy.pt)"
+            )
+        return PRETRAINED_PATH
+    return Path(name_or_path)
+
+
 def load_policy(
     path: str | os.PathLike, greedy: bool = True, seed: int = 0, tie_layers: bool = False
 ) -> PolicyController:
-    """A controller from `policy.pt` (no Ray needed). Clear errors for files it can't serve.
+    """A controller from `policy.pt`, or from `"pretrained"` (the policy shipped in the
+    package), no Ray needed. Clear errors for files it can't serve.
 
     `tie_layers=True` gives the GANNO-global ablation (one action per network).
     """
+    path = resolve_policy_path(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
