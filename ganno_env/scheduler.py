@@ -2,11 +2,11 @@
 
 `GannoScheduler` lets the layer agents of a trained `policy.pt` set the per-layer learning
 rates of your own model and optimizer, outside the env. It sees what the agents saw in
-training: the same layers (`ganno_env.models.layer_groups`), the same 12 observation
-features computed by the same functions (`ganno_env.features.layer_statistics` and
-`observation_features`), the same LR arithmetic (factor, clipping to the policy's
-`lr_bounds`, `last_log_factor`) and the same decision rhythm: one decision before the first
-update, then one every `interval` optimiser steps.
+training: the same layers (`ganno_env.models.layer_groups`), the same statistics
+(`ganno_env.features.layer_statistics`) and the same decision code as the env
+(`ganno_env.decision.DecisionCore`: observations, LR arithmetic, clipping to the policy's
+`lr_bounds`, caps on the losses), at the same rhythm: one decision before the first update,
+then one every `interval` optimiser steps.
 
 Call order: `scheduler.observe(loss)` goes after `loss.backward()` (and after any gradient
 clipping or `GradScaler.unscale_`) and before `optimizer.step()`, every step::
@@ -64,7 +64,6 @@ observation features or another env version, raise ValueError when loaded.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -75,13 +74,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganno_env.features import (
-    FeatureReference,
-    LayerStats,
-    layer_statistics,
-    observation_features,
-)
-from ganno_env.layerwise_lr import requested_lr
+from ganno_env.decision import DecisionCore
+from ganno_env.features import FeatureReference, LayerStats, layer_statistics
 from ganno_env.models import layer_groups
 from ganno_env.policy import (
     PolicyController,
@@ -138,10 +132,13 @@ class GannoScheduler:
         self.max_cycles = _positive_int(
             "max_cycles", max_cycles if max_cycles is not None else _trained(payload, "max_cycles")
         )
-        self.divergence_factor = float(_trained(payload, "divergence_factor"))
-        self.action_mode = payload["action_mode"]
-        self.lr_factors = np.asarray(payload["lr_factors"], dtype=np.float64)
-        self.lr_bounds = tuple(float(b) for b in payload["lr_bounds"])
+        self.core = DecisionCore(
+            payload["action_mode"],
+            payload["lr_factors"],
+            payload["lr_bounds"],
+            _trained(payload, "divergence_factor"),
+            self.max_cycles,
+        )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer
 
@@ -152,15 +149,8 @@ class GannoScheduler:
         self._layer_of = [j for j, params in enumerate(self._params) for _ in params]
 
         self.steps = 0  # observe() calls so far
-        self.decisions = 0
-        self.lrs: np.ndarray | None = None
-        self.last_log_factor = np.zeros(self.num_layers)
         self.observations: np.ndarray | None = None
         self.history: list[dict[str, Any]] = []
-        self.initial_val_loss: float | None = None
-        self.feature_reference: FeatureReference | None = None  # set at the first decision
-        self.val_loss: float | None = None
-        self.diverged = False
         self._start: list[torch.Tensor] | None = None
         self._grad_sum: list[torch.Tensor] = []
         self._grad_sq_sum: list[torch.Tensor] = []
@@ -199,6 +189,65 @@ class GannoScheduler:
         """Stop checking the call order (removes the optimizer hook); LRs stay as set."""
         self._hook.remove()
 
+    # ------------------------------------ decision state, held by the core (network 0)
+    @property
+    def action_mode(self) -> str:
+        return self.core.action_mode
+
+    @property
+    def lr_factors(self) -> np.ndarray:
+        return self.core.lr_factors
+
+    @property
+    def lr_bounds(self) -> tuple[float, float]:
+        return self.core.lr_bounds
+
+    @property
+    def divergence_factor(self) -> float:
+        return self.core.divergence_factor
+
+    @property
+    def decisions(self) -> int:
+        """Decisions taken so far."""
+        return self.core.decisions
+
+    @property
+    def lrs(self) -> np.ndarray | None:
+        """Per-layer LRs [L] in force; None before the first decision."""
+        return None if self.core.lrs is None else self.core.lrs[0]
+
+    @property
+    def last_log_factor(self) -> np.ndarray:
+        """ln of the factor each layer last asked for [L] (zeros before any)."""
+        if self.core.last_log_factor is None:
+            return np.zeros(self.num_layers)
+        return self.core.last_log_factor[0]
+
+    @property
+    def feature_reference(self) -> FeatureReference | None:
+        """What the features are relative to, from the first decision."""
+        return self.core.feature_reference
+
+    @property
+    def initial_val_loss(self) -> float | None:
+        """The val loss at the first decision (1.0 if it was not finite and positive)."""
+        return _first(self.core.initial_val_loss)
+
+    @property
+    def cap(self) -> float | None:
+        """`divergence_factor` x the initial val loss: the highest loss the features use."""
+        return _first(self.core.cap)
+
+    @property
+    def val_loss(self) -> float | None:
+        """The last val loss as the features used it (capped)."""
+        return _first(self.core.val_loss)
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the val loss ever reached the cap."""
+        return self.core.diverged is not None and bool(self.core.diverged[0])
+
     # -------------------------------------------------------------- decisions
     def _first_decision(self, loss: torch.Tensor | float) -> None:
         """The env's reset: statistics of the first gradient, before any update."""
@@ -211,17 +260,11 @@ class GannoScheduler:
                     f"({low!r}, {high!r}), where GANNO would clip it to "
                     f"{min(max(lr, low), high)!r}; give the optimizer initial LRs inside them"
                 )
-        self.lrs = np.asarray(lrs, dtype=np.float64)
         grads = self._grads()
         stats = self._statistics(self._weights_flat(), None, grads, [g * g for g in grads], None, 1)
         train_loss = float(loss)
         val_loss = self._measure_val(train_loss)
-        initial = val_loss if math.isfinite(val_loss) and val_loss > 0 else 1.0
-        self.initial_val_loss = initial
-        self.cap = self.divergence_factor * initial
-        self.val_loss = min(initial, self.cap)
-        train_loss = self._safe(train_loss)
-        self._decide(stats, train_loss, 1.0, 0.0)
+        self._decide(self.core.start([lrs], stats, [train_loss], [val_loss]))
 
     def _interval_decision(self) -> None:
         """The env's step: statistics of the interval just trained, then the val loss."""
@@ -233,9 +276,8 @@ class GannoScheduler:
         self._previous_mean_grad = [g / steps for g in self._grad_sum]
         train_loss = float(self._loss_sum) / steps
         val_loss = self._measure_val(train_loss)
-        capped = min(val_loss, self.cap) if math.isfinite(val_loss) else self.cap
-        if capped >= self.cap and not self.diverged:
-            self.diverged = True
+        measured = self.core.measure(stats, [train_loss], [val_loss])
+        if measured.diverged_now[0]:
             warnings.warn(
                 f"val loss {val_loss:.4g} reached {self.divergence_factor:g} x the initial "
                 f"{self.initial_val_loss:.4g} after {self.steps} steps: training diverged "
@@ -243,60 +285,38 @@ class GannoScheduler:
                 RuntimeWarning,
                 stacklevel=3,
             )
-        previous, self.val_loss = self.val_loss, capped
-        self._decide(
-            stats,
-            self._safe(train_loss),
-            capped / self.initial_val_loss,
-            math.log(capped) - math.log(previous),
-        )
+        self._decide(measured.observations)
 
-    def _decide(
-        self, stats: LayerStats, train_loss: float, val_ratio: float, val_change: float
-    ) -> None:
-        """Observations -> policy actions -> new per-layer LRs, as the env applies them."""
-        progress = min(self.decisions / self.max_cycles, 1.0)
-        if self.feature_reference is None:
-            self.feature_reference = FeatureReference.at_start(self.lrs[None], stats)
-        obs = observation_features(
-            self.lrs[None], stats, self.feature_reference,
-            np.array([train_loss / self.initial_val_loss]),
-            np.array([val_ratio]), np.array([val_change]), progress, self.last_log_factor[None],
-        )[0]  # fmt: skip
+    def _decide(self, observations: np.ndarray) -> None:
+        """Policy actions on the core's observations [1, L, F] -> the param groups' LRs."""
+        obs = observations[0]
         agents = [f"layer_{j}" for j in range(self.num_layers)]
         actions = self.controller.actions({a: obs[j] for j, a in enumerate(agents)})
-        requested = self.lrs.copy()
-        for j, agent in enumerate(agents):
-            requested[j] = self._requested_lr(self.lrs[j], actions[agent])
-        low, high = self.lr_bounds
-        self.last_log_factor = np.log(requested / self.lrs)
-        self.lrs = np.clip(requested, low, high)
+        decision = self.decisions
+        values = {(0, j): self._action_value(actions[a]) for j, a in enumerate(agents)}
+        lrs = self.core.apply_actions(values)[0]
         for j, groups in enumerate(self._groups):
             for group in groups:
-                _set_lr(group, float(self.lrs[j]))
+                _set_lr(group, float(lrs[j]))
         self.observations = obs
         self.history.append(
             {
                 "step": self.steps,
-                "decision": self.decisions,
-                "lrs": self.lrs.tolist(),
+                "decision": decision,
+                "lrs": lrs.tolist(),
                 "actions": [_plain(actions[a]) for a in agents],
-                "train_loss": train_loss,
+                "train_loss": float(self.core.train_loss[0]),
                 "val_loss": self.val_loss,
             }
         )
-        self.decisions += 1
 
-    def _requested_lr(self, lr: float, action: Any) -> float:
-        """The LR an action asks for before clipping, by the env's `requested_lr`."""
+    def _action_value(self, action: Any) -> Any:
+        """A policy action as the value `DecisionCore.apply_actions` takes."""
         if self.action_mode == "discrete":
-            return requested_lr(lr, self.action_mode, int(action), self.lr_factors)
+            return int(action)
         value = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
-        if self.action_mode == "log_lr":
-            low, high = np.log10(self.lr_bounds)
-        else:
-            low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
-        return float(requested_lr(lr, self.action_mode, np.clip(value, low, high), self.lr_factors))
+        low, high = self.core.action_range()
+        return np.clip(value, low, high)
 
     # ------------------------------------------------------------- statistics
     def _start_interval(self) -> None:
@@ -348,10 +368,6 @@ class GannoScheduler:
         if self.val_loss_fn is None:
             return float(train_loss)
         return float(self.val_loss_fn())
-
-    def _safe(self, loss: float) -> float:
-        """The env's `_safe`: a non-finite or huge loss becomes the divergence cap."""
-        return min(loss, self.cap) if math.isfinite(loss) else self.cap
 
     def _check_order(self, optimizer, args, kwargs) -> None:
         if not self._observed:
@@ -471,6 +487,11 @@ def _set_lr(group: dict, lr: float) -> None:
         group["lr"].fill_(lr)
     else:
         group["lr"] = lr
+
+
+def _first(values: np.ndarray | None) -> float | None:
+    """Network 0's value of a core state array, as a float (None before the first decision)."""
+    return None if values is None else float(values[0])
 
 
 def _plain(action: Any) -> Any:

@@ -1,0 +1,186 @@
+"""One decision of the layer agents: the code that the env and `GannoScheduler` share.
+
+A decision reads top to bottom: the statistics of the interval just trained and its losses
+-> observations -> the agents' actions -> new per-layer LRs -> caps and safe values for the
+losses that the next observations and rewards use. `DecisionCore` holds what that needs
+from one decision to the next and is the only code that does it, so a change to an
+observation or to the LR arithmetic lands once and the scheduler keeps seeing exactly what
+the agents saw in training. It knows nothing of PettingZoo or torch optimizers; it takes
+numbers and returns numbers:
+
+* the env (`ganno_env.layerwise_lr`) is a shell that adds the trainer, agent ids, action
+  checks, rewards, terminations and infos;
+* `GannoScheduler` is a shell that adds the gradient statistics of a user's loop, the
+  policy's forward pass and the optimizer's param groups.
+
+Every state array has a leading population axis N ([N, L] per layer, [N] per network); the
+scheduler is the case N=1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ganno_env.features import FeatureReference, LayerStats, observation_features
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one interval's measurement decided, per network [N]."""
+
+    observations: np.ndarray  # [N, L, F] for the next actions
+    previous_val_loss: np.ndarray  # the capped val loss before the interval
+    val_loss: np.ndarray  # the capped val loss now; networks not live keep theirs
+    diverged_now: np.ndarray  # bool: live networks that reached the cap for the first time
+
+
+class DecisionCore:
+    """Per-network decision state and the arithmetic of every decision.
+
+    Arguments are the settings the agents were trained with: `action_mode` ("discrete",
+    "continuous" or "log_lr"), `lr_factors`, `lr_bounds`, `divergence_factor` (the cap on
+    the val loss, times the initial one) and `max_cycles` (what `progress` counts up to).
+
+    State, set by `start` (None before): `lrs` and `last_log_factor` [N, L];
+    `initial_val_loss`, `cap`, `val_loss`, `train_loss` [N] (capped, finite); `diverged`
+    [N]; `feature_reference`; `observations` [N, L, F], the latest; `decisions`, the
+    actions applied so far.
+    """
+
+    def __init__(
+        self,
+        action_mode: str,
+        lr_factors: Sequence[float],
+        lr_bounds: Sequence[float],
+        divergence_factor: float,
+        max_cycles: int,
+    ):
+        self.action_mode = action_mode
+        self.lr_factors = np.asarray(lr_factors, dtype=np.float64)
+        low, high = lr_bounds
+        self.lr_bounds = (float(low), float(high))
+        self.divergence_factor = float(divergence_factor)
+        self.max_cycles = int(max_cycles)
+        self.decisions = 0
+        self.lrs: np.ndarray | None = None
+        self.last_log_factor: np.ndarray | None = None
+        self.initial_val_loss: np.ndarray | None = None
+        self.cap: np.ndarray | None = None
+        self.val_loss: np.ndarray | None = None
+        self.train_loss: np.ndarray | None = None
+        self.diverged: np.ndarray | None = None
+        self.feature_reference: FeatureReference | None = None
+        self.observations: np.ndarray | None = None
+
+    def action_range(self) -> tuple[float, float]:
+        """The interval of a Box action's number: log10 of the LR bounds (log_lr) or ln of
+        the LR factors (continuous); the env's action space and the scheduler both use it."""
+        if self.action_mode == "log_lr":
+            low, high = np.log10(self.lr_bounds)
+        else:
+            low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
+        return low, high
+
+    # ------------------------------------------------- statistics -> observations
+    def start(self, lrs: Any, stats: LayerStats, train_loss: Any, val_loss: Any) -> np.ndarray:
+        """The first decision, before any update: observations [N, L, F] of the probe.
+
+        `lrs` [N, L] are the initial LRs, `stats` the probe gradient's statistics,
+        `train_loss` and `val_loss` [N] the probe's loss and the val loss as measured (any
+        value). The val loss sets the reference of the loss features and the cap; a
+        non-finite or non-positive one uses 1.0, so no feature is ever NaN.
+        """
+        low, high = self.lr_bounds
+        self.lrs = np.clip(np.asarray(lrs, dtype=np.float64), low, high)
+        self.last_log_factor = np.zeros(self.lrs.shape)
+        self.decisions = 0
+        val_loss = np.asarray(val_loss, dtype=np.float64)
+        self.initial_val_loss = np.where(np.isfinite(val_loss) & (val_loss > 0), val_loss, 1.0)
+        self.cap = self.divergence_factor * self.initial_val_loss
+        self.val_loss = np.minimum(self.initial_val_loss, self.cap)
+        self.train_loss = self.safe(train_loss)
+        self.diverged = np.zeros(len(val_loss), dtype=bool)
+        self.feature_reference = FeatureReference.at_start(self.lrs, stats)
+        ones = np.ones(len(val_loss))
+        return self._observe(stats, ones, 0 * ones)
+
+    def measure(
+        self, stats: LayerStats, train_loss: Any, val_loss: Any, live: np.ndarray | None = None
+    ) -> Measurement:
+        """After an interval: cap its losses, update the state, observe for the next actions.
+
+        `train_loss` (the interval's mean) and `val_loss` are [N] as measured (any value).
+        Networks not `live` (default: all live) keep their losses. A live network whose val
+        loss reaches the cap or is not finite diverges; it is reported once.
+        """
+        val_loss = np.asarray(val_loss, dtype=np.float64)
+        live = self._live(live)
+        crossed = ~np.isfinite(val_loss) | (val_loss >= self.cap)
+        diverged_now = live & crossed & ~self.diverged
+        capped = np.where(live, self.safe(val_loss), self.val_loss)
+        previous, self.val_loss = self.val_loss, capped
+        self.train_loss = np.where(live, self.safe(train_loss), self.train_loss)
+        self.diverged |= diverged_now
+        observations = self._observe(
+            stats, self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous)
+        )
+        return Measurement(observations, previous, capped, diverged_now)
+
+    def _observe(
+        self, stats: LayerStats, val_ratio: np.ndarray, val_change: np.ndarray
+    ) -> np.ndarray:
+        """The agents' observations [N, L, F]: the one call of `observation_features`."""
+        self.observations = observation_features(
+            self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
+            val_ratio, val_change, min(self.decisions / self.max_cycles, 1.0),
+            self.last_log_factor,
+        )  # fmt: skip
+        return self.observations
+
+    # -------------------------------------------------- actions -> new LR values
+    def apply_actions(
+        self, values: Mapping[tuple[int, int], Any], live: np.ndarray | None = None
+    ) -> np.ndarray:
+        """New LRs [N, L] from the actions' values, clipped to `lr_bounds`.
+
+        `values` maps (network, layer) to an in-space action's value (see `requested_lr`);
+        a layer without one keeps its LR, and networks not `live` keep all of theirs.
+        `last_log_factor` records what each layer asked for, before clipping.
+        """
+        requested = self.lrs.copy()
+        for (i, j), value in values.items():
+            requested[i, j] = requested_lr(
+                requested[i, j], self.action_mode, value, self.lr_factors
+            )
+        low, high = self.lr_bounds
+        new_lrs = np.where(self._live(live)[:, None], np.clip(requested, low, high), self.lrs)
+        self.last_log_factor = np.log(requested / self.lrs)
+        self.lrs = new_lrs
+        self.decisions += 1
+        return new_lrs
+
+    # ------------------------------------------------------ caps and safe values
+    def safe(self, losses: Any) -> np.ndarray:
+        """Losses [N] for features, rewards and infos: non-finite or huge ones become the cap."""
+        losses = np.asarray(losses, dtype=np.float64)
+        return np.where(np.isfinite(losses), np.minimum(losses, self.cap), self.cap)
+
+    def _live(self, live: np.ndarray | None) -> np.ndarray:
+        return np.ones(len(self.lrs), dtype=bool) if live is None else live
+
+
+def requested_lr(lr: float, action_mode: str, value: Any, lr_factors: Any) -> float:
+    """The LR an in-space action asks for, before clipping to the LR bounds.
+
+    `value` is the action's index (discrete) or its number, inside the Box (continuous:
+    ln of the factor; log_lr: log10 of the LR).
+    """
+    if action_mode == "discrete":
+        return lr * float(lr_factors[int(value)])
+    if action_mode == "log_lr":
+        return 10.0**value
+    return lr * float(np.exp(value))
