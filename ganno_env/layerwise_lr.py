@@ -127,14 +127,9 @@ from ganno_env.conditions import (
     with_defaults,
 )
 from ganno_env.config import EnvConfig
+from ganno_env.decision import DecisionCore
 from ganno_env.engine import AGENT_BYTES, PopulationTrainer, check_batchable, check_memory
-from ganno_env.features import (
-    FEATURES,
-    OBS_HIGH,
-    OBS_LOW,
-    FeatureReference,
-    observation_features,
-)
+from ganno_env.features import FEATURES, OBS_HIGH, OBS_LOW
 from ganno_env.models import layer_groups
 from ganno_env.tasks import Task, get_task
 
@@ -142,7 +137,12 @@ SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
 
 
 class raw_env(ParallelEnv):
-    """Per-layer learning-rate control of a population of training networks."""
+    """Per-layer learning-rate control of a population of training networks.
+
+    A PettingZoo shell over `ganno_env.decision.DecisionCore`, which makes each decision
+    (observations, LR arithmetic, loss caps) with the same code as `GannoScheduler`; the env
+    adds the trainer, agent ids, action checks, rewards, terminations and infos.
+    """
 
     metadata = {
         "name": "layerwise_lr_v0",
@@ -169,17 +169,19 @@ class raw_env(ParallelEnv):
             self._agent_id(i, j) for i in range(n) for j in range(self.max_layers)
         ]
         self.agents: list[str] = []
+        self.core = DecisionCore(
+            self.config.action_mode,
+            self.config.lr_factors,
+            self.config.lr_bounds,
+            self.config.divergence_factor,
+            self.config.max_cycles,
+        )
         self._obs_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
-        factors = np.asarray(self.config.lr_factors, dtype=np.float64)
         if self.config.action_mode == "discrete":
-            self._action_space = spaces.Discrete(len(factors))
-        elif self.config.action_mode == "log_lr":
-            low, high = np.log10(self.config.lr_bounds)
-            self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
+            self._action_space = spaces.Discrete(len(self.config.lr_factors))
         else:
-            low, high = np.log(factors.min()), np.log(factors.max())
+            low, high = self.core.action_range()
             self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
-        self._factors = factors
         self.observation_spaces = {a: self._obs_space for a in self.possible_agents}
         self.action_spaces = {a: self._action_space for a in self.possible_agents}
         count = len(self.possible_agents)
@@ -237,28 +239,19 @@ class raw_env(ParallelEnv):
             )
         self.num_layers = num_layers
         self.episode_conditions = conditions
-        low, high = self.config.lr_bounds
-        self.lrs = np.clip([layer_lrs(c.initial_lr, num_layers) for c in conditions], low, high)
-        self.last_log_factor = np.zeros((n, num_layers))
-        self.num_moves = 0
         self.inner_steps = 0
 
+        # statistics of a probe gradient, then the first observations (no update yet)
         probe_losses, stats = self.trainer.probe()
         val_loss, _ = self.trainer.evaluate("val")
-        val_loss = val_loss.cpu().numpy().astype(np.float64)
-        self.initial_val_loss = np.where(np.isfinite(val_loss) & (val_loss > 0), val_loss, 1.0)
-        self.cap = self.config.divergence_factor * self.initial_val_loss
-        self.val_loss = np.minimum(self.initial_val_loss, self.cap)
-        self.train_loss = self._safe(probe_losses.detach().cpu().numpy())
-        self.diverged = np.zeros(n, dtype=bool)
+        obs = self.core.start(
+            [layer_lrs(c.initial_lr, num_layers) for c in conditions],
+            stats,
+            probe_losses.detach().cpu().numpy(),
+            val_loss.cpu().numpy(),
+        )
         self.done = np.zeros(n, dtype=bool)
         self.layer_stats = stats
-        ones = np.ones(n)
-        self.feature_reference = FeatureReference.at_start(self.lrs, stats)
-        obs = observation_features(
-            self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
-            ones, 0 * ones, 0.0, self.last_log_factor,
-        )  # fmt: skip
         self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
         self._observations = self._per_agent(obs)
         infos = {a: self._info(a) for a in self.agents}
@@ -268,33 +261,23 @@ class raw_env(ParallelEnv):
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if self.trainer is None or not self.agents:
             raise RuntimeError("step() called before reset() or after the episode ended")
-        requested = self._requested_lrs(actions)
+        values = self._action_values(actions)
         live = ~self.done
 
         # apply actions
-        low, high = self.config.lr_bounds
-        new_lrs = np.where(live[:, None], np.clip(requested, low, high), self.lrs)
-        self.last_log_factor = np.log(requested / self.lrs)
-        self.lrs = new_lrs
+        self.core.apply_actions(values, live)
 
-        # train one interval, then measure
+        # train one interval, then measure: capped losses and the next observations
         lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
         train_loss, stats = self.trainer.train(lrs, self.config.interval)
         val_loss, _ = self.trainer.evaluate("val")
-        val_loss = val_loss.cpu().numpy().astype(np.float64)
-        train_loss = train_loss.cpu().numpy().astype(np.float64)
-        self.num_moves += 1
         self.inner_steps += self.config.interval
         self.layer_stats = stats
+        measured = self.core.measure(stats, train_loss.cpu().numpy(), val_loss.cpu().numpy(), live)
 
         # reward: improvement of the capped val loss
-        diverged_now = live & (~np.isfinite(val_loss) | (val_loss >= self.cap))
-        capped = np.where(np.isfinite(val_loss), np.minimum(val_loss, self.cap), self.cap)
-        capped = np.where(live, capped, self.val_loss)
-        previous = self.val_loss
-        self.val_loss = capped
-        self.train_loss = np.where(live, self._safe(train_loss), self.train_loss)
-        self.diverged |= diverged_now
+        previous, capped = measured.previous_val_loss, measured.val_loss
+        diverged_now = measured.diverged_now
         truncated_now = live & ~diverged_now & (self.num_moves >= self.config.max_cycles)
         finished = diverged_now | truncated_now
         if self.config.reward == "log_improvement":
@@ -311,12 +294,7 @@ class raw_env(ParallelEnv):
             self.trainer.freeze(diverged_now)
         self.done |= finished
 
-        obs = observation_features(
-            self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
-            self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous),
-            self.num_moves / self.config.max_cycles, self.last_log_factor,
-        )  # fmt: skip
-        self._observations = self._per_agent(obs)
+        self._observations = self._per_agent(measured.observations)
         agents = self.agents
         observations = {a: self._observations[a] for a in agents}
         rewards = {a: float(reward[self._network(a)]) for a in agents}
@@ -325,6 +303,24 @@ class raw_env(ParallelEnv):
         infos = {a: self._info(a, finished[self._network(a)]) for a in agents}
         self.agents = [a for a in agents if not finished[self._network(a)]]
         return observations, rewards, terminations, truncations, infos
+
+    # ----------------- decision state: the core holds it; the names stay for callers
+    lrs = property(lambda self: self.core.lrs, doc="Per-layer LRs [N, L] in force.")
+    last_log_factor = property(
+        lambda self: self.core.last_log_factor, doc="ln of the factor each layer last asked."
+    )
+    initial_val_loss = property(
+        lambda self: self.core.initial_val_loss, doc="L_val(0) [N], the losses' reference."
+    )
+    cap = property(lambda self: self.core.cap, doc="Divergence cap on the losses [N].")
+    val_loss = property(lambda self: self.core.val_loss, doc="Capped val loss [N].")
+    train_loss = property(lambda self: self.core.train_loss, doc="Capped train loss [N].")
+    diverged = property(lambda self: self.core.diverged, doc="Networks that diverged [N].")
+    feature_reference = property(
+        lambda self: self.core.feature_reference,
+        doc="Values at reset the features are relative to.",
+    )
+    num_moves = property(lambda self: self.core.decisions, doc="Decisions taken this episode.")
 
     # ----------------------------------------------------------- global state
     def state(self) -> np.ndarray:
@@ -389,30 +385,27 @@ class raw_env(ParallelEnv):
             for j in range(obs.shape[1])
         }
 
-    def _requested_lrs(self, actions: dict[str, Any]) -> np.ndarray:
-        """LRs [N, L] the actions ask for, before clipping; ValueError outside the space."""
+    def _action_values(self, actions: dict[str, Any]) -> dict[tuple[int, int], float]:
+        """{(network, layer): value} of the actions; ValueError outside the space."""
         if not isinstance(actions, Mapping):
             raise TypeError(
                 f"step() got a {type(actions).__name__}; allowed: a dict of actions keyed by "
                 "agent id, e.g. {'layer_0': 2}"
             )
-        requested = self.lrs.copy()
+        values = {}
         live = set(self.agents)
-        mode = self.config.action_mode
         for agent, action in actions.items():
             if agent not in live:
                 if action is None:  # PettingZoo's convention: agents that are done act None
                     continue
                 raise ValueError(f"action for agent {agent!r}, which is not live; live: {live}")
-            i, j = self._agent_index[agent]
-            value = self._action_value(agent, action)
-            requested[i, j] = requested_lr(requested[i, j], mode, value, self._factors)
-        return requested
+            values[self._agent_index[agent]] = self._action_value(agent, action)
+        return values
 
     def _action_value(self, agent: str, action: Any) -> float:
         """The action's index (discrete) or number (Box), checked against the space."""
         if self.config.action_mode == "discrete":
-            k = len(self._factors)
+            k = len(self.config.lr_factors)
             integer = isinstance(action, (int, np.integer)) and not isinstance(action, bool)
             if isinstance(action, np.ndarray) and action.ndim == 0:
                 integer = np.issubdtype(action.dtype, np.integer)
@@ -444,9 +437,8 @@ class raw_env(ParallelEnv):
     def _measure_test(self) -> None:
         loss, accuracy = self.trainer.evaluate("test")
         loss = loss.cpu().numpy().astype(np.float64)
-        cap = self.config.divergence_factor * self.initial_val_loss
         ok = np.isfinite(loss) & ~self.diverged
-        self.test_loss = np.where(ok, np.minimum(loss, cap), cap)
+        self.test_loss = np.where(ok, self.core.safe(loss), self.cap)
         if accuracy is not None:
             self.test_accuracy = np.where(ok, accuracy.cpu().numpy(), 0.0)
 
@@ -466,11 +458,6 @@ class raw_env(ParallelEnv):
             if self.test_accuracy is not None:
                 info["test_accuracy"] = float(self.test_accuracy[i])
         return info
-
-    def _safe(self, losses: np.ndarray) -> np.ndarray:
-        """Losses for infos and features: non-finite or huge values become the cap."""
-        losses = np.asarray(losses, dtype=np.float64)
-        return np.where(np.isfinite(losses), np.minimum(losses, self.cap), self.cap)
 
     def _episode_conditions(self, base_seed: int, options: dict) -> list[InitialConditions]:
         """Per-network initial conditions for one episode; shape fields from network 0."""
@@ -559,19 +546,6 @@ class raw_env(ParallelEnv):
                 layers = max(task.num_layers(d) for d in depths)
             deepest = max(deepest, layers)
         return deepest
-
-
-def requested_lr(lr: float, action_mode: str, value: float, lr_factors: Any) -> float:
-    """The LR an in-space action asks for, before clipping to the LR bounds.
-
-    `value` is the action's index (discrete) or its number, inside the Box (continuous:
-    ln of the factor; log_lr: log10 of the LR). The env and `GannoScheduler` both use it.
-    """
-    if action_mode == "discrete":
-        return lr * float(lr_factors[int(value)])
-    if action_mode == "log_lr":
-        return 10.0**value
-    return lr * float(np.exp(value))
 
 
 def parallel_env(**kwargs: Any) -> raw_env:
