@@ -1,0 +1,74 @@
+"""One decision core: the env and GannoScheduler both decide through ganno_env.decision."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import ganno_env
+from ganno_env import GannoScheduler, layerwise_lr_v0
+from ganno_env.decision import DecisionCore
+from ganno_env.features import FEATURES, LayerStats
+from ganno_env.models import MLP
+from ganno_env.policy import PolicyNet, export_policy
+
+PACKAGE = Path(ganno_env.__file__).parent
+# calls that make a decision: only the core may make them
+DECISION_CALLS = (r"observation_features\(", r"FeatureReference\.at_start\(", r"requested_lr\(")
+
+
+def test_only_the_core_makes_decision_calls():
+    callers = {
+        pattern: sorted(
+            path.relative_to(PACKAGE).as_posix()
+            for path in PACKAGE.rglob("*.py")
+            if re.search(r"(?<!def )" + pattern, path.read_text())
+        )
+        for pattern in DECISION_CALLS
+    }
+    assert callers == {pattern: ["decision.py"] for pattern in DECISION_CALLS}
+
+
+def test_env_and_scheduler_read_their_state_from_a_core(tmp_path):
+    env = layerwise_lr_v0.parallel_env(max_cycles=2, interval=3)
+    env.reset(seed=0)
+    env.step({a: 4 for a in env.agents})
+    assert isinstance(env.core, DecisionCore)
+    assert env.lrs is env.core.lrs and env.val_loss is env.core.val_loss
+    assert env.num_moves == env.core.decisions == 1
+
+    export_policy(tmp_path / "p.pt", {"shared": PolicyNet(len(FEATURES), 5)}, "shared", {})
+    model = MLP(8, 16, 1, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = GannoScheduler(optimizer, model, tmp_path / "p.pt", interval=2)
+    F.cross_entropy(model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0])).backward()
+    scheduler.observe(1.0)
+    assert isinstance(scheduler.core, DecisionCore)
+    assert np.shares_memory(scheduler.lrs, scheduler.core.lrs)
+    assert scheduler.decisions == scheduler.core.decisions == 1
+
+
+def test_a_diverging_network_is_capped_and_reported_once():
+    core = DecisionCore("discrete", (0.5, 1.0, 2.0), (1e-4, 1.0), 10.0, max_cycles=4)
+    stats = LayerStats(*(torch.full((2, 3), 0.5) for _ in range(5)))
+    obs = core.start(np.full((2, 3), 0.1), stats, [2.0, np.nan], [2.0, np.inf])
+    assert np.isfinite(obs).all()
+    np.testing.assert_array_equal(core.initial_val_loss, [2.0, 1.0])  # non-finite: 1.0
+    np.testing.assert_array_equal(core.train_loss, [2.0, 10.0])  # non-finite: the cap
+
+    lrs = core.apply_actions({(0, 0): 2, (1, 2): 0})
+    np.testing.assert_allclose(lrs, [[0.2, 0.1, 0.1], [0.1, 0.1, 0.05]])
+    first = core.measure(stats, [1.0, 5.0], [np.nan, 3.0])
+    np.testing.assert_array_equal(first.diverged_now, [True, False])
+    np.testing.assert_array_equal(first.val_loss, [20.0, 3.0])  # capped at 10 x initial
+    again = core.measure(stats, [1.0, 5.0], [np.nan, 3.0])
+    assert not again.diverged_now.any() and core.diverged.tolist() == [True, False]
+
+    live = np.array([False, True])  # a network that is done keeps its LRs and losses
+    core.apply_actions({(0, 1): 2, (1, 1): 2}, live)
+    np.testing.assert_allclose(core.lrs, [[0.2, 0.1, 0.1], [0.1, 0.2, 0.05]])
+    kept = core.measure(stats, [7.0, 1.0], [7.0, 1.0], live)
+    np.testing.assert_array_equal(kept.val_loss, [20.0, 1.0])
+    assert np.isfinite(kept.observations).all()
