@@ -13,6 +13,12 @@ and the gradients against their values at the first decision (`FeatureReference`
 the step size as `lr * grad_rms / weight_rms`: the relative change that one SGD step makes,
 known at the probe before any update, and clipped at 1 so that any larger step reads as
 "far too large" instead of as a value never seen.
+
+Both sets stay here (`FEATURE_SETS`), since a policy reads exactly the features it was
+trained on: v1 (12 features, absolute log10 LR, weight RMS and gradient RMS) is what env
+`layerwise_lr_v0` computes and its policies expect; v2 (13, scale-free) is what
+`layerwise_lr_v1` computes. `FEATURES`, `FEATURE_NAMES`, `OBS_LOW` and `OBS_HIGH` are those
+of `FEATURES_VERSION`, the current set.
 """
 
 from __future__ import annotations
@@ -33,7 +39,13 @@ class Feature:
     doc: str
 
 
-FEATURES: tuple[Feature, ...] = (
+# The three v1 features that v2 replaced; the other nine are shared by both sets.
+_ABSOLUTE: tuple[Feature, ...] = (
+    Feature("log10_lr", -8.0, 2.0, "log10 of the layer's current learning rate"),
+    Feature("log10_weight_rms", -8.0, 4.0, "log10 RMS of the layer's weights and bias"),
+    Feature("log10_grad_rms", -10.0, 4.0, "log10 RMS of the per-step gradients this interval"),
+)
+_RELATIVE: tuple[Feature, ...] = (
     Feature("log10_relative_lr", -8.0, 8.0, "log10(the layer's LR / its LR at the first decision)"),
     Feature(
         "log10_step_ratio",
@@ -47,6 +59,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature(
         "log10_grad_growth", -8.0, 4.0, "log10(gradient RMS / gradient RMS at the first decision)"
     ),
+)
+_SHARED: tuple[Feature, ...] = (
     Feature(
         "log10_update_ratio", -10.0, 2.0, "log10 of |weights change this interval| / |weights|"
     ),
@@ -59,9 +73,46 @@ FEATURES: tuple[Feature, ...] = (
     Feature("progress", 0.0, 1.0, "decisions taken / max_cycles"),
     Feature("last_log_factor", -5.0, 5.0, "ln of the LR factor this layer last chose"),
 )
+FEATURES_V1: tuple[Feature, ...] = _ABSOLUTE + _SHARED
+FEATURES_V2: tuple[Feature, ...] = _RELATIVE + _SHARED
+FEATURE_SETS: dict[int, tuple[Feature, ...]] = {1: FEATURES_V1, 2: FEATURES_V2}
+
+FEATURES: tuple[Feature, ...] = FEATURE_SETS[FEATURES_VERSION]
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 OBS_LOW = np.array([f.low for f in FEATURES], dtype=np.float32)
 OBS_HIGH = np.array([f.high for f in FEATURES], dtype=np.float32)
+
+
+def feature_set(version: int) -> tuple[Feature, ...]:
+    """The features of a version; ValueError naming the known versions otherwise.
+
+    Every reader of a version number (env config, policy files) goes through here, so an
+    unknown one fails the same clear way wherever it comes from.
+    """
+    if isinstance(version, bool) or not isinstance(version, (int, np.integer)):
+        raise ValueError(
+            f"features_version={version!r}; allowed: one of {sorted(FEATURE_SETS)} (an int)"
+        )
+    if int(version) not in FEATURE_SETS:
+        raise ValueError(
+            f"features_version={version!r} is unknown; allowed: {sorted(FEATURE_SETS)}"
+        )
+    return FEATURE_SETS[int(version)]
+
+
+def feature_names(version: int = FEATURES_VERSION) -> tuple[str, ...]:
+    """Names of a version's features, in observation order."""
+    return tuple(f.name for f in feature_set(version))
+
+
+def feature_bounds(version: int = FEATURES_VERSION) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) float32 arrays of a version's features: the observation space's bounds."""
+    features = feature_set(version)
+    low = np.array([f.low for f in features], dtype=np.float32)
+    high = np.array([f.high for f in features], dtype=np.float32)
+    return low, high
+
+
 _TINY = 1e-30
 
 
@@ -145,18 +196,23 @@ class FeatureReference:
 def observation_features(
     lrs: np.ndarray,
     stats: LayerStats,
-    reference: FeatureReference,
+    reference: FeatureReference | None,
     train_loss_ratio: np.ndarray,
     val_loss_ratio: np.ndarray,
     val_log_change: np.ndarray,
     progress: float,
     last_log_factor: np.ndarray,
+    version: int = FEATURES_VERSION,
 ) -> np.ndarray:
-    """Observations [N, L, F] (float32, finite, within `OBS_LOW`/`OBS_HIGH`).
+    """Observations [N, L, F] (float32, finite, within the bounds of `version`'s features).
 
     `lrs` and `last_log_factor` are [N, L]; the loss arguments are [N] and shared by all
     layers of a network. Non-finite inputs (a diverged network) map to the bounds.
+    `version` picks the feature set (`FEATURE_SETS`); v1 does not read `reference`.
     """
+    low, high = feature_bounds(version)
+    if version != 1 and reference is None:
+        raise ValueError(f"features v{version} are relative to a FeatureReference; got None")
     lrs = np.asarray(lrs, dtype=np.float64)
     n, num_layers = lrs.shape
     per_layer = {name: _numpy(value) for name, value in vars(stats).items()}
@@ -166,11 +222,20 @@ def observation_features(
         return np.broadcast_to(np.asarray(values, dtype=np.float64)[:, None], (n, num_layers))
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        columns = [
-            np.log10(lrs / reference.lrs),
-            np.log10(lrs * per_layer["grad_rms"] / per_layer["weight_rms"]),
-            np.log10(per_layer["weight_rms"] / reference.weight_rms),
-            np.log10(per_layer["grad_rms"] / np.maximum(reference.grad_rms, _TINY)),
+        if version == 1:
+            scale = [
+                np.log10(lrs),
+                np.log10(per_layer["weight_rms"]),
+                np.log10(per_layer["grad_rms"]),
+            ]
+        else:
+            scale = [
+                np.log10(lrs / reference.lrs),
+                np.log10(lrs * per_layer["grad_rms"] / per_layer["weight_rms"]),
+                np.log10(per_layer["weight_rms"] / reference.weight_rms),
+                np.log10(per_layer["grad_rms"] / np.maximum(reference.grad_rms, _TINY)),
+            ]
+        columns = scale + [
             np.log10(per_layer["update_ratio"]),
             per_layer["grad_cosine"],
             per_layer["noise_ratio"],
@@ -183,7 +248,7 @@ def observation_features(
         ]
     obs = np.stack(columns, axis=-1)
     obs = np.nan_to_num(obs, nan=0.0, posinf=np.inf, neginf=-np.inf)
-    return np.clip(obs, OBS_LOW, OBS_HIGH).astype(np.float32)
+    return np.clip(obs, low, high).astype(np.float32)
 
 
 def _numpy(value: torch.Tensor) -> np.ndarray:
