@@ -1,13 +1,15 @@
 """GANNO: neural-network training as a multi-agent environment.
 
 Each layer of a training network is an agent that sets its own learning rate. Import the
-env as `from ganno_env import layerwise_lr_v0`, or make it through PettingZoo's registry:
-`pettingzoo.make("parallel", "ganno/layerwise_lr-v0")`. Ray is not needed here.
+env as `from ganno_env import layerwise_lr_v1`, or make it through PettingZoo's registry:
+`pettingzoo.make("parallel", "ganno/layerwise_lr-v1")`. Ray is not needed here. The
+previous version, `layerwise_lr_v0` (ids `ganno/...-v0`), stays available for the policies
+trained on it.
 """
 
 from pettingzoo import register as _register
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v0, layerwise_lr_v1
 from ganno_env.conditions import (
     CONDITIONS_VERSION,
     Condition,
@@ -16,7 +18,7 @@ from ganno_env.conditions import (
     load_conditions,
 )
 from ganno_env.datasets import DataSplits, load_dataset
-from ganno_env.features import FEATURE_NAMES, FEATURES
+from ganno_env.features import FEATURE_NAMES, FEATURE_SETS, FEATURES, FEATURES_VERSION
 from ganno_env.policy import load_policy
 from ganno_env.scheduler import GannoScheduler
 from ganno_env.tasks import TASKS, Task, get_task, register_task
@@ -25,6 +27,8 @@ __all__ = [
     "CONDITIONS_VERSION",
     "FEATURES",
     "FEATURE_NAMES",
+    "FEATURE_SETS",
+    "FEATURES_VERSION",
     "TASKS",
     "Condition",
     "DataSplits",
@@ -34,15 +38,19 @@ __all__ = [
     "get_condition",
     "get_task",
     "layerwise_lr_v0",
+    "layerwise_lr_v1",
     "load_conditions",
     "load_dataset",
     "load_policy",
     "register_task",
 ]
 
-_ENTRY = "ganno_env.layerwise_lr_v0"
-_register("parallel", "ganno/layerwise_lr-v0", entry_point=f"{_ENTRY}:parallel_env")
-_register("aec", "ganno/layerwise_lr-v0", entry_point=f"{_ENTRY}:env")
-for _name in list(TASKS):
-    _register("parallel", f"ganno/{_name}-v0", f"{_ENTRY}:parallel_env", kwargs={"task": _name})
-    _register("aec", f"ganno/{_name}-v0", f"{_ENTRY}:env", kwargs={"task": _name})
+# One id per env version and task; -v0 keeps the v0 env (features v1) for its policies.
+for _version in (0, 1):
+    _entry = f"ganno_env.layerwise_lr_v{_version}"
+    _register("parallel", f"ganno/layerwise_lr-v{_version}", f"{_entry}:parallel_env")
+    _register("aec", f"ganno/layerwise_lr-v{_version}", f"{_entry}:env")
+    for _name in list(TASKS):
+        _id = f"ganno/{_name}-v{_version}"
+        _register("parallel", _id, f"{_entry}:parallel_env", kwargs={"task": _name})
+        _register("aec", _id, f"{_entry}:env", kwargs={"task": _name})

@@ -21,6 +21,7 @@ from ganno_env.conditions import (
     get_condition,
 )
 from ganno_env.engine import OPTIMIZERS
+from ganno_env.features import FEATURES_VERSION, feature_set
 from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous", "log_lr")
@@ -51,8 +52,10 @@ class EnvConfig:
     data_dir: str | None = None
     val_limit: int | None = 1000
     num_threads: int | None = None
+    features_version: int = FEATURES_VERSION
 
     def __post_init__(self) -> None:
+        feature_set(self.features_version)  # ValueError naming the known versions
         _check_int("population", self.population, 1)
         _check_int("max_cycles", self.max_cycles, 1)
         _check_int("interval", self.interval, 1)

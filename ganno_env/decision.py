@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ganno_env.features import FeatureReference, LayerStats, observation_features
+from ganno_env.features import (
+    FEATURES_VERSION,
+    FeatureReference,
+    LayerStats,
+    feature_set,
+    observation_features,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,8 @@ class DecisionCore:
 
     Arguments are the settings the agents were trained with: `action_mode` ("discrete",
     "continuous" or "log_lr"), `lr_factors`, `lr_bounds`, `divergence_factor` (the cap on
-    the val loss, times the initial one) and `max_cycles` (what `progress` counts up to).
+    the val loss, times the initial one), `max_cycles` (what `progress` counts up to) and
+    `features_version` (the observation feature set the agents read, `FEATURE_SETS`).
 
     State, set by `start` (None before): `lrs` and `last_log_factor` [N, L];
     `initial_val_loss`, `cap`, `val_loss`, `train_loss` [N] (capped, finite); `diverged`
@@ -58,7 +65,10 @@ class DecisionCore:
         lr_bounds: Sequence[float],
         divergence_factor: float,
         max_cycles: int,
+        features_version: int = FEATURES_VERSION,
     ):
+        feature_set(features_version)  # ValueError naming the known versions
+        self.features_version = int(features_version)
         self.action_mode = action_mode
         self.lr_factors = np.asarray(lr_factors, dtype=np.float64)
         low, high = lr_bounds
@@ -137,7 +147,7 @@ class DecisionCore:
         self.observations = observation_features(
             self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
             val_ratio, val_change, min(self.decisions / self.max_cycles, 1.0),
-            self.last_log_factor,
+            self.last_log_factor, self.features_version,
         )  # fmt: skip
         return self.observations
 

@@ -1,14 +1,14 @@
 """# Layerwise learning rates
 
-| Import             | `from ganno_env import layerwise_lr_v0`                           |
+| Import             | `from ganno_env import layerwise_lr_v1`                           |
 |--------------------|-------------------------------------------------------------------|
-| Registry ids       | `ganno/layerwise_lr-v0`, `ganno/<task>-v0` (e.g. `ganno/digits_mlp-v0`) |
+| Registry ids       | `ganno/layerwise_lr-v1`, `ganno/<task>-v1` (e.g. `ganno/digits_mlp-v1`) |
 | Actions            | Discrete(5) (default) or Box(1,) log-factor                       |
 | Parallel API       | Yes                                                               |
 | Agents             | `layer_0 ... layer_{L-1}`; `net{i}_layer{j}` when population > 1 |
-| Observation shape  | (12,) float32                                                     |
+| Observation shape  | (13,) float32                                                     |
 | Observation values | clipped per feature, see below                                    |
-| State shape        | (len(possible_agents) * 12,) float32                              |
+| State shape        | (len(possible_agents) * 13,) float32                              |
 
 One episode is one training run of a small network. Each trainable layer (a Linear or
 Conv, weight and bias together) is an agent that sets its own learning rate. Every
@@ -17,23 +17,33 @@ episode is truncated. Agents act once before the first update, on statistics of 
 gradient, so a huge initial LR can be cut at step 0.
 
 ### Observations
-Each agent sees 12 numbers about its own layer and its network, every entry finite and
-clipped to the bounds given:
+Each agent sees 13 numbers about its own layer and its network (observation features v2),
+every entry finite and clipped to the bounds given. None carries the absolute scale of the
+LR, the weights or the gradients: those are measured against their values at the first
+decision (reset), and the step size as the relative weight change of one SGD step.
 
 | # | name                  | bounds      | meaning                                                |
 |---|-----------------------|-------------|--------------------------------------------------------|
-| 0 | log10_lr              | [-8, 2]     | log10 of the layer's LR                                |
-| 1 | log10_weight_rms      | [-8, 4]     | log10 RMS of the layer's weights and bias              |
-| 2 | log10_grad_rms        | [-10, 4]    | log10 RMS of the per-step gradients of the interval   |
-| 3 | log10_update_ratio    | [-10, 2]    | log10 of norm(weight change) / norm(weights)           |
-| 4 | grad_cosine           | [-1, 1]     | cosine of this and the last interval's mean gradient   |
-| 5 | grad_noise_ratio      | [0, 1]      | 1 - norm(mean grad)^2 / mean(norm(grad)^2)     |
-| 6 | relative_depth        | [0, 1]      | layer index / (layers - 1)                             |
-| 7 | log_train_loss_ratio  | [-10, 5]    | ln(mean train loss of the interval / initial val loss) |
-| 8 | log_val_loss_ratio    | [-10, 5]    | ln(val loss / initial val loss)                        |
-| 9 | val_log_change        | [-10, 10]   | ln(val loss) - ln(previous val loss)                   |
-| 10| progress              | [0, 1]      | decisions taken / max_cycles                           |
-| 11| last_log_factor       | [-5, 5]     | ln of the LR factor the layer last chose               |
+| 0 | log10_relative_lr     | [-8, 8]     | log10(the layer's LR / its LR at reset)                |
+| 1 | log10_step_ratio      | [-10, 0]    | log10(LR x grad RMS / weight RMS): one SGD step        |
+| 2 | log10_weight_growth   | [-4, 4]     | log10(weight RMS / weight RMS at reset)                |
+| 3 | log10_grad_growth     | [-8, 4]     | log10(gradient RMS / gradient RMS at reset)            |
+| 4 | log10_update_ratio    | [-10, 2]    | log10 of norm(weight change) / norm(weights)           |
+| 5 | grad_cosine           | [-1, 1]     | cosine of this and the last interval's mean gradient   |
+| 6 | grad_noise_ratio      | [0, 1]      | 1 - norm(mean grad)^2 / mean(norm(grad)^2)             |
+| 7 | relative_depth        | [0, 1]      | layer index / (layers - 1)                             |
+| 8 | log_train_loss_ratio  | [-10, 5]    | ln(mean train loss of the interval / initial val loss) |
+| 9 | log_val_loss_ratio    | [-10, 5]    | ln(val loss / initial val loss)                        |
+| 10| val_log_change        | [-10, 10]   | ln(val loss) - ln(previous val loss)                   |
+| 11| progress              | [0, 1]      | decisions taken / max_cycles                           |
+| 12| last_log_factor       | [-5, 5]     | ln of the LR factor the layer last chose               |
+
+Weights and gradients are those of the layer's weight and bias together; gradient RMS is
+over the per-step gradients of the interval (at reset: the probe batch's). The LR, weight
+and gradient RMS at reset are `feature_reference`. Env `layerwise_lr_v0` (the
+`features_version=1` setting) computes features v1 instead: 12 numbers whose first three
+are log10 of the LR [-8, 2], of the weight RMS [-8, 4] and of the gradient RMS [-10, 4],
+followed by features 4-12 above (`ganno_env.features.FEATURES_V1`).
 
 At reset the gradient features come from the probe batch, the update ratio is at its lower
 bound and the cosine 0. `state()` concatenates the observations of all possible agents
@@ -66,7 +76,7 @@ diverged network). All values are finite.
 max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
-val_limit=1000, num_threads=None)``
+val_limit=1000, num_threads=None, features_version=2)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -93,12 +103,20 @@ val_limit=1000, num_threads=None)``
   workers): threads that spin-wait for a busy core make every step many times slower.
 * `val_limit`: val examples used for rewards and observations (the first ones of the
   fixed val split), to bound the cost of evaluating every interval.
+* `features_version`: the observation feature set, 2 (default, this env, `layerwise_lr_v1`)
+  or 1 (`layerwise_lr_v0`, whose factory functions set it); it also names the env's
+  version (`metadata["name"]`). ValueError for any other.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
 
 ### Version History
-* v0: initial release.
+* v1: scale-free observation features v2 (13): the LR, weight RMS and gradient RMS relative
+  to their values at reset, and the step ratio LR x gradient RMS / weight RMS, instead of
+  their absolute log10 values; a `grad_scale` condition field (multiplies the training
+  loss, so gradients differ in scale at the same LR).
+* v0: initial release (features v1, 12). Still importable as `ganno_env.layerwise_lr_v0`
+  (registry ids `ganno/layerwise_lr-v0`, `ganno/<task>-v0`) for policies trained on it.
 """
 
 from __future__ import annotations
@@ -129,11 +147,25 @@ from ganno_env.conditions import (
 from ganno_env.config import EnvConfig
 from ganno_env.decision import DecisionCore
 from ganno_env.engine import AGENT_BYTES, PopulationTrainer, check_batchable, check_memory
-from ganno_env.features import FEATURES, OBS_HIGH, OBS_LOW
+from ganno_env.features import feature_bounds
 from ganno_env.models import layer_groups
 from ganno_env.tasks import Task, get_task
 
 SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
+ENV_VERSION = "layerwise_lr_v1"  # the current version
+# Every env version still served, with the observation features it computes.
+ENV_VERSIONS: dict[str, int] = {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2}
+
+
+def env_version(features_version: int) -> str:
+    """The env version whose observations are features `features_version`."""
+    for name, version in ENV_VERSIONS.items():
+        if version == features_version:
+            return name
+    raise ValueError(
+        f"features_version={features_version!r} is served by no env version; allowed: "
+        f"{sorted(ENV_VERSIONS.values())} ({ENV_VERSIONS})"
+    )
 
 
 class raw_env(ParallelEnv):
@@ -145,13 +177,15 @@ class raw_env(ParallelEnv):
     """
 
     metadata = {
-        "name": "layerwise_lr_v0",
+        "name": ENV_VERSION,
         "render_modes": ["ansi", "human"],
         "is_parallelizable": True,
     }
 
     def __init__(self, **kwargs: Any):
         self.config = EnvConfig.from_kwargs(kwargs)
+        # the version is the feature set's: an env with features v1 is layerwise_lr_v0
+        self.metadata = {**type(self).metadata, "name": env_version(self.config.features_version)}
         self.render_mode = self.config.render_mode
         self._condition = self.config.condition()
         self._task = self._with_data_dir(get_task(self.config.task))
@@ -175,8 +209,10 @@ class raw_env(ParallelEnv):
             self.config.lr_bounds,
             self.config.divergence_factor,
             self.config.max_cycles,
+            self.config.features_version,
         )
-        self._obs_space = spaces.Box(OBS_LOW, OBS_HIGH, dtype=np.float32)
+        obs_low, obs_high = feature_bounds(self.config.features_version)
+        self._obs_space = spaces.Box(obs_low, obs_high, dtype=np.float32)
         if self.config.action_mode == "discrete":
             self._action_space = spaces.Discrete(len(self.config.lr_factors))
         else:
@@ -186,7 +222,7 @@ class raw_env(ParallelEnv):
         self.action_spaces = {a: self._action_space for a in self.possible_agents}
         count = len(self.possible_agents)
         self.state_space = spaces.Box(
-            np.tile(OBS_LOW, count), np.tile(OBS_HIGH, count), dtype=np.float32
+            np.tile(obs_low, count), np.tile(obs_high, count), dtype=np.float32
         )
         self.np_random, _ = seeding.np_random(None)
         self.trainer: PopulationTrainer | None = None
@@ -324,7 +360,7 @@ class raw_env(ParallelEnv):
 
     # ----------------------------------------------------------- global state
     def state(self) -> np.ndarray:
-        size = len(FEATURES)
+        size = self._obs_space.shape[0]
         state = np.zeros(len(self.possible_agents) * size, dtype=np.float32)
         for k, agent in enumerate(self.possible_agents):
             if agent in self.agents and agent in self._observations:
@@ -555,7 +591,13 @@ def parallel_env(**kwargs: Any) -> raw_env:
 
 def env(**kwargs: Any):
     """The env with the PettingZoo AEC API (one agent acts at a time)."""
-    aec = parallel_to_aec(raw_env(**kwargs))
-    if kwargs.get("action_mode", "discrete") == "discrete":
+    return to_aec(raw_env(**kwargs))
+
+
+def to_aec(par_env: raw_env):
+    """A parallel env with the AEC API and PettingZoo's usual wrappers; every versioned
+    module's `env()` goes through here, so the versions differ only in their settings."""
+    aec = parallel_to_aec(par_env)
+    if par_env.config.action_mode == "discrete":
         aec = wrappers.AssertOutOfBoundsWrapper(aec)
     return wrappers.OrderEnforcingWrapper(aec)
