@@ -5,6 +5,12 @@ and everything needed to use them (env version, observation features, actions, m
 `policy.pt`, which `torch.load(weights_only=True)` reads. `load_policy` returns a
 controller that acts without Ray, through the same env API as the hand-made schedules.
 
+A policy reads the observation features of the env version it was trained on, so a file
+records both (`env_version`, `features_version`) and keeps working after the env moves on:
+`load_policy` accepts every version in `ENV_VERSIONS` (a `layerwise_lr_v0` policy reads
+features v1), the controller requires that features version of its env
+(`env_requirements`), and `make_env` and `GannoScheduler` compute it.
+
 The name `"pretrained"` (a `str`, wherever a policy file is accepted) means the policy
 shipped inside the package, `ganno_env/data/pretrained_policy.pt`; a `Path` is always a
 path, so a local file called `pretrained` is `Path("pretrained")` or `"./pretrained"`.
@@ -24,10 +30,10 @@ from torch import nn
 
 from ganno_env.config import ACTION_MODES
 from ganno_env.controllers import Controller
-from ganno_env.features import FEATURE_NAMES, FEATURES_VERSION
+from ganno_env.features import FEATURE_SETS, FEATURES_VERSION, feature_names
+from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, env_version
 
 POLICY_FORMAT = 1
-ENV_VERSION = "layerwise_lr_v0"
 MAPPINGS = ("shared", "grouped", "per_layer")
 _AGENT = re.compile(r"^(?:net(\d+)_layer|layer_)(\d+)$")
 PRETRAINED = "pretrained"  # the name of the shipped policy
@@ -113,13 +119,25 @@ def export_policy(
     env_config: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write `policy.pt`: weights of every module plus what a user needs to run them."""
+    """Write `policy.pt`: weights of every module plus what a user needs to run them.
+
+    The env and features versions are those of `env_config` (its `features_version`,
+    default the current one), so the file names the observations its weights read.
+    """
     first = next(iter(nets.values()))
+    features_version = env_config.get("features_version", FEATURES_VERSION)
+    names = feature_names(features_version)
+    if first.obs_size != len(names):
+        raise ValueError(
+            f"the policy reads {first.obs_size} numbers per agent, but features "
+            f"v{features_version} (env_config['features_version']) are {len(names)}: export "
+            "with the env_config the policy was trained with"
+        )
     payload = {
         "format": POLICY_FORMAT,
-        "env_version": ENV_VERSION,
-        "features_version": FEATURES_VERSION,
-        "feature_names": list(FEATURE_NAMES),
+        "env_version": env_version(features_version),
+        "features_version": int(features_version),
+        "feature_names": list(names),
         "mapping": mapping,
         "action_mode": env_config.get("action_mode", "discrete"),
         "lr_factors": [float(f) for f in env_config.get("lr_factors", (0.5, 0.8, 1.0, 1.25, 2.0))],
@@ -143,6 +161,8 @@ class PolicyController(Controller):
 
     def __init__(self, payload: dict[str, Any], greedy: bool = True, seed: int = 0):
         check_policy_actions(payload)
+        self.features_version = check_policy_versions(payload)
+        self.env_version = payload["env_version"]
         self.payload = payload
         self.mapping = payload["mapping"]
         self.action_mode = payload["action_mode"]
@@ -156,11 +176,13 @@ class PolicyController(Controller):
             self.nets[name] = net
 
     def env_requirements(self) -> dict[str, Any]:
-        """The action mode, LR factors and LR bounds the policy was trained with."""
+        """The action mode, LR factors and LR bounds the policy was trained with, and the
+        observation features it reads (its env version's)."""
         return {
             "action_mode": self.action_mode,
             "lr_factors": tuple(float(f) for f in self.payload["lr_factors"]),
             "lr_bounds": tuple(float(b) for b in self.payload["lr_bounds"]),
+            "features_version": self.features_version,
         }
 
     def env_defaults(self) -> dict[str, Any]:
@@ -255,6 +277,29 @@ def check_policy_actions(payload: Mapping[str, Any]) -> None:
         )
 
 
+def check_policy_versions(payload: Mapping[str, Any]) -> int:
+    """The features version a policy reads; ValueError for versions this package cannot serve.
+
+    The env version must be one of `ENV_VERSIONS`, and the features (version and names) those
+    that env computes: a policy fed other features would act on numbers it never saw.
+    """
+    trained_on = payload.get("env_version")
+    if trained_on not in ENV_VERSIONS:
+        raise ValueError(
+            f"policy was trained on env {trained_on!r}; this ganno_env serves "
+            f"{sorted(ENV_VERSIONS)} (current: {ENV_VERSION!r})"
+        )
+    expected = ENV_VERSIONS[trained_on]
+    version, names = payload.get("features_version"), payload.get("feature_names")
+    if version != expected or list(names or []) != list(feature_names(expected)):
+        raise ValueError(
+            f"policy expects observation features v{version} {names}, but its env "
+            f"{trained_on!r} computes v{expected} {list(feature_names(expected))} (versions "
+            f"served: {sorted(FEATURE_SETS)})"
+        )
+    return expected
+
+
 def recorded_setting(payload: Mapping[str, Any], key: str) -> Any:
     """An env setting the policy's file records (`extra`, or `extra["env_config"]`); None if
     it does not."""
@@ -311,19 +356,10 @@ def load_policy(
     if not isinstance(payload, dict) or payload.get("format") != POLICY_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{os.fspath(path)!r}: policy format {found!r}; allowed: {POLICY_FORMAT}")
-    if payload.get("env_version") != ENV_VERSION:
-        raise ValueError(
-            f"{os.fspath(path)!r} was trained on {payload.get('env_version')!r}; this "
-            f"ganno_env serves {ENV_VERSION!r}"
-        )
-    if payload.get("features_version") != FEATURES_VERSION or list(
-        payload.get("feature_names", [])
-    ) != list(FEATURE_NAMES):
-        raise ValueError(
-            f"{os.fspath(path)!r} expects observation features v{payload.get('features_version')} "
-            f"{payload.get('feature_names')}; this ganno_env computes v{FEATURES_VERSION} "
-            f"{list(FEATURE_NAMES)}"
-        )
+    try:
+        check_policy_versions(payload)
+    except ValueError as error:
+        raise ValueError(f"{os.fspath(path)!r}: {error}") from None
     if payload.get("mapping") not in MAPPINGS:
         raise ValueError(
             f"{os.fspath(path)!r}: mapping {payload.get('mapping')!r}; allowed: {MAPPINGS}"

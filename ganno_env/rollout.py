@@ -37,12 +37,14 @@ def make_env(controller: Controller, **env_kwargs: Any) -> raw_env:
     """The env that the controller speaks, plus the caller's `env_kwargs`.
 
     Settings that give the controller's actions their meaning (`controller.env_requirements()`:
-    the action mode; for a trained policy also its `lr_factors` and `lr_bounds`) are set
-    from the controller; a conflicting value in `env_kwargs` raises ValueError naming both,
-    since the actions would mean something else. Settings the controller was made for but
-    that do not change what an action means (`env_defaults()`: a policy's recorded
-    `interval` and `max_cycles`) are defaults: `env_kwargs` may override them, e.g. to run a
-    policy for a longer horizon or on the pace of a benchmark suite.
+    the action mode; for a trained policy also its `lr_factors` and `lr_bounds`, and the
+    `features_version` its file records, so a `layerwise_lr_v0` policy gets the v0 env and
+    its 12 features) are set from the controller; a conflicting value in `env_kwargs`
+    raises ValueError naming both, since the actions would mean something else. Settings
+    the controller was made for but that do not change what an action means
+    (`env_defaults()`: a policy's recorded `interval` and `max_cycles`) are defaults:
+    `env_kwargs` may override them, e.g. to run a policy for a longer horizon or on the
+    pace of a benchmark suite.
     """
     needed = controller.env_requirements()
     for key, value in needed.items():

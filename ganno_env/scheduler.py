@@ -58,8 +58,10 @@ sum of squares, the interval's start weights, the last interval's mean gradient)
 
 A model deeper or shallower than the policy's training networks works with the `shared`
 and `grouped` mappings; a `per_layer` policy serves only up to the depth it was trained on
-and raises ValueError otherwise. Files that are not GANNO policies, or that expect other
-observation features or another env version, raise ValueError when loaded.
+and raises ValueError otherwise. A policy trained on an older env version gets the
+observation features of that version (`features_version` in its file: v1 for
+`layerwise_lr_v0`); files that are not GANNO policies, or that name an env or features
+version this package does not serve, raise ValueError when loaded.
 """
 
 from __future__ import annotations
@@ -105,9 +107,10 @@ class GannoScheduler:
         max_cycles: decisions the `progress` feature counts up to; default: the policy's,
             else 40.
 
-    After each decision `lrs` holds the per-layer LRs, `observations` the [layers, 12]
-    features the policy saw, and `history` one dict per decision (step, lrs, actions,
-    train_loss, val_loss as the features used them).
+    After each decision `lrs` holds the per-layer LRs, `observations` the [layers, F]
+    features the policy saw (the feature set of the policy's env version), and `history`
+    one dict per decision (step, lrs, actions, train_loss, val_loss as the features used
+    them).
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class GannoScheduler:
             payload["lr_bounds"],
             _trained(payload, "divergence_factor"),
             self.max_cycles,
+            self.controller.features_version,  # what the policy reads: its env version's
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer
