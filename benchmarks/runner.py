@@ -43,7 +43,8 @@ import numpy as np
 from benchmarks.suites import Suite, digest
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
 from ganno_env.features import FEATURES_VERSION
-from ganno_env.policy import ENV_VERSION, PolicyController, load_policy, resolve_policy_path
+from ganno_env.layerwise_lr import env_version
+from ganno_env.policy import PolicyController, load_policy, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 
 RESULTS = "results.jsonl"
@@ -154,13 +155,16 @@ def run_inputs(
     inputs = {}
     for name in controllers:
         controller = make(name, policy)
+        settings = env_settings(suite, controller, device)
+        # the env a controller runs on: a policy's own version, else the current one
+        features_version = settings.get("features_version", FEATURES_VERSION)
         inputs[name] = {
             "suite_hash": suite_hash,
             "controller_hash": digest(controller_params(controller)),
             "policy_hash": policy_hash if name in POLICY_CONTROLLERS else None,
-            "env_hash": digest(env_settings(suite, controller, device)),
-            "env_version": ENV_VERSION,
-            "features_version": FEATURES_VERSION,
+            "env_hash": digest(settings),
+            "env_version": env_version(features_version),
+            "features_version": features_version,
         }
     return inputs
 

@@ -24,9 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ganno_env.features import FEATURE_NAMES
-
-_STEP_RATIO = FEATURE_NAMES.index("log10_step_ratio")
+from ganno_env.features import FEATURES_VERSION, feature_names
 
 
 class Controller(ABC):
@@ -220,15 +218,28 @@ class BoldDriver(Controller):
 class LayerwiseTrustRatio(Controller):
     """LARS-like: layer j gets lr0 x r_j / mean(r) with r_j = |w_j| / |g_j| per element,
     recomputed every decision from the observations, so the network's mean LR stays lr0
-    and layers with small gradients relative to their weights move faster. |w| / |g| is
-    read from the step-ratio feature (lr |g| / |w|) and the layer's LR."""
+    and layers with small gradients relative to their weights move faster.
+
+    |w| / |g| is read from the observations of the env's features version (any version
+    works, so it runs on old envs too): with features v2 from the step-ratio feature
+    (lr |g| / |w|) and the layer's LR, with v1 from log10 weight and gradient RMS."""
 
     name = "lars"
 
+    def reset(self, env: Any, observations: dict, infos: dict) -> None:
+        super().reset(env, observations, infos)
+        version = getattr(env.config, "features_version", FEATURES_VERSION)
+        self.names = feature_names(version)
+
+    def trust_ratio(self, observation: np.ndarray, lr: float) -> float:
+        """|w| / |g| of a layer from its observation (in the env's features version)."""
+        if "log10_step_ratio" in self.names:
+            return lr / 10.0 ** float(observation[self.names.index("log10_step_ratio")])
+        log_w = float(observation[self.names.index("log10_weight_rms")])
+        return 10.0 ** (log_w - float(observation[self.names.index("log10_grad_rms")]))
+
     def choose(self, observations: dict, infos: dict) -> dict:
-        ratios = {
-            a: infos[a]["lr"] / 10.0 ** float(o[_STEP_RATIO]) for a, o in observations.items()
-        }
+        ratios = {a: self.trust_ratio(o, infos[a]["lr"]) for a, o in observations.items()}
         by_network: dict[int, list[str]] = {}
         for agent in observations:
             by_network.setdefault(infos[agent]["network"], []).append(agent)
