@@ -25,7 +25,7 @@ How to read the table:
 * ``plain``: a plain loop of the task's network (``task.build_model``), SGD lr=0.01, random
   minibatches ``x[idx]`` from the train tensors on the device, zero_grad/backward/step.
   Its steps/s is the reference.
-* ``env pop N``: the env (``layerwise_lr_v0.parallel_env``, interval 25) driven through
+* ``env pop N``: the env (``layerwise_lr_v1.parallel_env``, interval 25) driven through
   its public API by a constant controller (LR factor 1.0 for every live agent): reset,
   then step until the episode ends. net-steps/s = N x interval x decisions / time; the
   time includes reset (building the population, the probe gradient), observations,
@@ -72,7 +72,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 from ganno_env.tasks import get_task
 
 INTERVAL = 25
@@ -196,9 +196,9 @@ def measure_plain(spec: Spec, seed: int) -> dict[str, Any]:
     }
 
 
-def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v0.raw_env:
+def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v1.raw_env:
     """The env of a configuration: fixed LR 0.01 and batch size, interval 25."""
-    return layerwise_lr_v0.parallel_env(
+    return layerwise_lr_v1.parallel_env(
         task=spec.task,
         conditions={"initial_lr": LEARNING_RATE, "batch_size": spec.batch_size},
         population=spec.population,
@@ -209,7 +209,7 @@ def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v0.raw_env:
 
 
 def run_episode(
-    env: layerwise_lr_v0.raw_env, seed: int, max_decisions: int | None = None
+    env: layerwise_lr_v1.raw_env, seed: int, max_decisions: int | None = None
 ) -> dict[str, Any]:
     """Reset, then step with LR factor 1.0 for every live agent until the episode ends."""
     device = env.config.device

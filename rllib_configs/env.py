@@ -15,16 +15,16 @@ from typing import Any
 import gymnasium as gym
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 
 
 class GannoMultiAgentEnv(ParallelPettingZooEnv):
-    """`layerwise_lr_v0.parallel_env(**config)` for RLlib."""
+    """`layerwise_lr_v1.parallel_env(**config)` for RLlib."""
 
     def __init__(self, config: dict[str, Any] | None = None):
         # MultiAgentEnv.__init__ only; the stock wrapper would reset the env here
         super(ParallelPettingZooEnv, self).__init__()
-        self.par_env = layerwise_lr_v0.parallel_env(**dict(config or {}))
+        self.par_env = layerwise_lr_v1.parallel_env(**dict(config or {}))
         self.possible_agents = list(self.par_env.possible_agents)
         self.agents = []
         self._agent_ids = set(self.possible_agents)

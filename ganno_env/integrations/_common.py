@@ -53,9 +53,9 @@ def require(module: str, extra: str, user: str) -> ModuleType:
 def env_or_new(env: ParallelEnv | None, env_kwargs: dict[str, Any]) -> ParallelEnv:
     """The env the caller passed, or a new one from keyword arguments (not both)."""
     if env is None:
-        from ganno_env import layerwise_lr_v0
+        from ganno_env import layerwise_lr_v1
 
-        return layerwise_lr_v0.parallel_env(**env_kwargs)
+        return layerwise_lr_v1.parallel_env(**env_kwargs)
     if env_kwargs:
         raise ValueError(f"env given together with env arguments {sorted(env_kwargs)}")
     return env

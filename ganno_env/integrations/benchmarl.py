@@ -7,7 +7,7 @@ in its own environment, not beside the `torchrl` extra (TorchRL 0.14).
 
     task = GannoTask.LAYERWISE_LR.get_task(config={"max_cycles": 40, "interval": 25})
 
-`config` holds `layerwise_lr_v0.parallel_env` arguments (none are needed). The task builds
+`config` holds `layerwise_lr_v1.parallel_env` arguments (none are needed). The task builds
 its env with `ganno_env.integrations.torchrl.make_torchrl_env`: one group `"agents"` for
 all layers (so BenchMARL's shared-parameter policies serve every layer), the global state
 for centralised critics (MAPPO, QMIX, ...), `action_mode="continuous"` when BenchMARL asks
@@ -33,7 +33,7 @@ from benchmarl.environments.pettingzoo.common import PettingZooClass  # noqa: E4
 from tensordict import TensorDictBase  # noqa: E402
 from torchrl.envs import EnvBase  # noqa: E402
 
-from ganno_env import layerwise_lr_v0  # noqa: E402
+from ganno_env import layerwise_lr_v1  # noqa: E402
 from ganno_env.config import EnvConfig  # noqa: E402
 from ganno_env.integrations._common import varying_agents  # noqa: E402
 from ganno_env.integrations.torchrl import GROUP, make_torchrl_env  # noqa: E402
@@ -52,7 +52,7 @@ class GannoClass(PettingZooClass):
         config = copy.deepcopy(self.config)
         if continuous_actions:
             config["action_mode"] = "continuous"
-        reason = varying_agents(layerwise_lr_v0.parallel_env(**config))
+        reason = varying_agents(layerwise_lr_v1.parallel_env(**config))
         if reason is not None:
             raise ValueError(
                 f"BenchMARL's algorithms read no agent mask, but {reason}: allowed: conditions "

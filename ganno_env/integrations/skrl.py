@@ -31,7 +31,7 @@ SHARED_FIELDS = ("experiment", "mixed_precision", "rewards_shaper", "rollouts")
 
 
 def make_skrl_env(env: ParallelEnv | None = None, **env_kwargs: Any):
-    """skrl's PettingZoo wrapper around `layerwise_lr_v0.parallel_env(**env_kwargs)`."""
+    """skrl's PettingZoo wrapper around `layerwise_lr_v1.parallel_env(**env_kwargs)`."""
     require("skrl", "skrl", "ganno_env.integrations.skrl")
     from skrl.envs.wrappers.torch import wrap_env
 

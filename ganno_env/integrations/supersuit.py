@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 from ganno_env.integrations._common import FixedAgentSet, require, varying_agents
 
 
@@ -33,7 +33,7 @@ def vec_env(
     base_class: str = "stable_baselines3",
     **env_kwargs: Any,
 ):
-    """`num_envs` copies of `layerwise_lr_v0.parallel_env(**env_kwargs)`, one slot per agent.
+    """`num_envs` copies of `layerwise_lr_v1.parallel_env(**env_kwargs)`, one slot per agent.
 
     The result has `num_envs * len(possible_agents)` slots. `base_class`: as SuperSuit's
     `concat_vec_envs_v1`: `"stable_baselines3"` (an SB3 `VecEnv`) or `"gymnasium"`.
@@ -44,7 +44,7 @@ def vec_env(
         require("stable_baselines3", "sb3", "vec_env(base_class='stable_baselines3')")
     if num_envs < 1:
         raise ValueError(f"num_envs={num_envs!r}; allowed: an int >= 1")
-    env = layerwise_lr_v0.parallel_env(**env_kwargs)
+    env = layerwise_lr_v1.parallel_env(**env_kwargs)
     reason = varying_agents(env)
     if reason is not None:
         raise ValueError(

@@ -1,6 +1,6 @@
 """The env as a TorchRL env (`pip install 'ganno[torchrl]'`; see docs/torchrl.md).
 
-`make_torchrl_env(**env_kwargs)` wraps `layerwise_lr_v0.parallel_env(**env_kwargs)` in
+`make_torchrl_env(**env_kwargs)` wraps `layerwise_lr_v1.parallel_env(**env_kwargs)` in
 TorchRL's `PettingZooWrapper` with what this env needs:
 
 * all agents in one group, `"agents"` (their spaces are identical, so one policy can serve
@@ -47,7 +47,7 @@ def make_torchrl_env(
 ):
     """A `torchrl.envs.PettingZooWrapper` around a GANNO parallel env.
 
-    env: an existing `layerwise_lr_v0.parallel_env(...)`; else one is made from
+    env: an existing `layerwise_lr_v1.parallel_env(...)`; else one is made from
         `env_kwargs` (task, conditions, population, max_cycles, ...).
     group_map: TorchRL groups, e.g. one per network: `{f"net{i}": [...]}`; default: all
         agents in one group `"agents"`.
