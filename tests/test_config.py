@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 
 
 @pytest.mark.parametrize(
@@ -37,22 +37,22 @@ from ganno_env import layerwise_lr_v0
 )
 def test_bad_config_names_the_key_the_value_and_what_is_allowed(kwargs, names):
     with pytest.raises(ValueError) as error:
-        layerwise_lr_v0.parallel_env(**kwargs)
+        layerwise_lr_v1.parallel_env(**kwargs)
     for name in names:
         assert name in str(error.value)
 
 
 def test_per_layer_initial_lr_must_match_the_depth():
-    env = layerwise_lr_v0.parallel_env(initial_lr=[0.1, 0.01, 0.01, 0.001])
+    env = layerwise_lr_v1.parallel_env(initial_lr=[0.1, 0.01, 0.01, 0.001])
     _, infos = env.reset(seed=0)
     assert [infos[f"layer_{j}"]["lr"] for j in range(4)] == [0.1, 0.01, 0.01, 0.001]
-    env = layerwise_lr_v0.parallel_env(initial_lr=[0.1, 0.01])
+    env = layerwise_lr_v1.parallel_env(initial_lr=[0.1, 0.01])
     with pytest.raises(ValueError, match="exactly 4"):
         env.reset(seed=0)
 
 
 def test_bad_reset_options_raise_before_training():
-    env = layerwise_lr_v0.parallel_env(population=2)
+    env = layerwise_lr_v1.parallel_env(population=2)
     with pytest.raises(ValueError, match="initial_lr"):
         env.reset(seed=0, options={"initial_lr": float("nan")})
     with pytest.raises(ValueError, match="list of 2"):
@@ -97,7 +97,7 @@ config_values = {
 @given(st.fixed_dictionaries({}, optional=config_values), st.integers(0, 2**16))
 def test_any_config_builds_a_working_env_or_raises_value_error(kwargs, seed):
     try:
-        env = layerwise_lr_v0.parallel_env(**kwargs)
+        env = layerwise_lr_v1.parallel_env(**kwargs)
         obs, _ = env.reset(seed=seed)
     except ValueError:
         return

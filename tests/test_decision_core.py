@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import ganno_env
-from ganno_env import GannoScheduler, layerwise_lr_v0
+from ganno_env import GannoScheduler, layerwise_lr_v1
 from ganno_env.decision import DecisionCore
 from ganno_env.features import FEATURES, LayerStats
 from ganno_env.models import MLP
@@ -32,7 +32,7 @@ def test_only_the_core_makes_decision_calls():
 
 
 def test_env_and_scheduler_read_their_state_from_a_core(tmp_path):
-    env = layerwise_lr_v0.parallel_env(max_cycles=2, interval=3)
+    env = layerwise_lr_v1.parallel_env(max_cycles=2, interval=3)
     env.reset(seed=0)
     env.step({a: 4 for a in env.agents})
     assert isinstance(env.core, DecisionCore)

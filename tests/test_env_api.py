@@ -7,7 +7,7 @@ import pettingzoo
 import pytest
 from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, render_test
 
-from ganno_env import FEATURE_NAMES, layerwise_lr_v0
+from ganno_env import FEATURE_NAMES, layerwise_lr_v1
 
 
 @pytest.mark.parametrize(
@@ -25,21 +25,21 @@ from ganno_env import FEATURE_NAMES, layerwise_lr_v0
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default",
 )
 def test_parallel_api(kwargs):
-    parallel_api_test(layerwise_lr_v0.parallel_env(max_cycles=4, **kwargs), num_cycles=10)
+    parallel_api_test(layerwise_lr_v1.parallel_env(max_cycles=4, **kwargs), num_cycles=10)
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"population": 3}, {"task": "moons_mlp"}])
 def test_aec_api(kwargs):
-    api_test(layerwise_lr_v0.env(max_cycles=4, **kwargs), num_cycles=10)
+    api_test(layerwise_lr_v1.env(max_cycles=4, **kwargs), num_cycles=10)
 
 
 def test_max_cycles_truncates_after_exactly_max_cycles():
-    max_cycles_test(layerwise_lr_v0)
+    max_cycles_test(layerwise_lr_v1)
 
 
 def test_render_ansi_is_a_per_layer_table():
-    render_test(functools.partial(layerwise_lr_v0.env, max_cycles=3))
-    env = layerwise_lr_v0.parallel_env(render_mode="ansi", conditions="default")
+    render_test(functools.partial(layerwise_lr_v1.env, max_cycles=3))
+    env = layerwise_lr_v1.parallel_env(render_mode="ansi", conditions="default")
     env.reset(seed=0)
     env.step({a: 4 for a in env.agents})
     text = env.render()
@@ -49,17 +49,17 @@ def test_render_ansi_is_a_per_layer_table():
 
 
 def test_registry_ids_make_the_env_with_their_task():
-    env = pettingzoo.make("parallel", "ganno/wine_mlp-v0", max_cycles=3)
+    env = pettingzoo.make("parallel", "ganno/wine_mlp-v1", max_cycles=3)
     env.reset(seed=0)
     assert env.config.task == "wine_mlp" and env.config.max_cycles == 3
     assert env.agents == ["layer_0", "layer_1", "layer_2"]
-    aec = pettingzoo.make("aec", "ganno/layerwise_lr-v0")
+    aec = pettingzoo.make("aec", "ganno/layerwise_lr-v1")
     aec.reset(seed=0)
     assert aec.agents == ["layer_0", "layer_1", "layer_2", "layer_3"]
 
 
 def test_spaces_are_built_once_and_shared():
-    env = layerwise_lr_v0.parallel_env(population=2)
+    env = layerwise_lr_v1.parallel_env(population=2)
     assert env.observation_space("net0_layer0") is env.observation_space("net1_layer3")
     assert env.action_space("net0_layer0") is env.action_space("net1_layer2")
     assert env.observation_space("net0_layer0").shape == (len(FEATURE_NAMES),)
@@ -67,7 +67,7 @@ def test_spaces_are_built_once_and_shared():
 
 
 def test_state_concatenates_live_observations_and_zeros_for_absent_agents():
-    env = layerwise_lr_v0.parallel_env(conditions="default", max_layers=6)
+    env = layerwise_lr_v1.parallel_env(conditions="default", max_layers=6)
     obs, _ = env.reset(seed=0)
     state = env.state()
     size = len(FEATURE_NAMES)
@@ -79,7 +79,7 @@ def test_state_concatenates_live_observations_and_zeros_for_absent_agents():
 
 
 def test_infos_follow_the_contract_and_test_metrics_come_at_the_end():
-    env = layerwise_lr_v0.parallel_env(max_cycles=2, conditions="default")
+    env = layerwise_lr_v1.parallel_env(max_cycles=2, conditions="default")
     _, infos = env.reset(seed=0)
     for info in infos.values():
         assert {"lr", "train_loss", "val_loss", "diverged"} <= set(info)
@@ -93,7 +93,7 @@ def test_infos_follow_the_contract_and_test_metrics_come_at_the_end():
 
 
 def test_actions_change_only_their_layer_and_are_clipped_to_the_bounds():
-    env = layerwise_lr_v0.parallel_env(
+    env = layerwise_lr_v1.parallel_env(
         conditions={"initial_lr": 0.01}, lr_bounds=(1e-3, 0.015), max_cycles=3
     )
     env.reset(seed=0)
@@ -104,7 +104,7 @@ def test_actions_change_only_their_layer_and_are_clipped_to_the_bounds():
 
 
 def test_continuous_action_multiplies_by_exp():
-    env = layerwise_lr_v0.parallel_env(action_mode="continuous", conditions="default")
+    env = layerwise_lr_v1.parallel_env(action_mode="continuous", conditions="default")
     env.reset(seed=0)
     _, _, _, _, infos = env.step({"layer_0": np.array([np.log(1.5)], np.float32)})
     assert infos["layer_0"]["lr"] == pytest.approx(0.015, rel=1e-5)
@@ -117,14 +117,14 @@ def test_continuous_action_multiplies_by_exp():
      ("continuous", [np.nan])],
 )  # fmt: skip
 def test_actions_outside_the_space_raise(action_mode, bad):
-    env = layerwise_lr_v0.parallel_env(action_mode=action_mode)
+    env = layerwise_lr_v1.parallel_env(action_mode=action_mode)
     env.reset(seed=0)
     with pytest.raises(ValueError, match="allowed"):
         env.step({"layer_0": bad})
 
 
 def test_actions_for_agents_not_live_raise():
-    env = layerwise_lr_v0.parallel_env()
+    env = layerwise_lr_v1.parallel_env()
     env.reset(seed=0)
     with pytest.raises(ValueError, match="layer_7"):
         env.step({"layer_7": 0})

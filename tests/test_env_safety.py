@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganno_env import FEATURE_NAMES, GannoScheduler, layerwise_lr_v0
+from ganno_env import FEATURE_NAMES, GannoScheduler, layerwise_lr_v1
 from ganno_env.controllers import Constant
 from ganno_env.models import MLP
 from ganno_env.policy import PolicyNet, export_policy, load_policy
@@ -62,7 +62,7 @@ def test_make_env_lets_the_caller_change_the_pace_but_not_the_actions(tmp_path):
 
 def test_rollout_names_both_factor_tuples_for_a_hand_built_env(tmp_path):
     controller = load_policy(policy_file(tmp_path / "p.pt"))
-    env = layerwise_lr_v0.parallel_env(max_cycles=1, interval=1)
+    env = layerwise_lr_v1.parallel_env(max_cycles=1, interval=1)
     with pytest.raises(ValueError) as error:
         rollout(env, controller, seed=0)
     message = str(error.value)
@@ -117,13 +117,13 @@ def test_scheduler_refuses_an_initial_lr_outside_the_policy_bounds(tmp_path):
 )
 def test_initial_lr_outside_the_bounds_raises_at_construction(kwargs, lr, widened):
     with pytest.raises(ValueError) as error:
-        layerwise_lr_v0.parallel_env(**kwargs)
+        layerwise_lr_v1.parallel_env(**kwargs)
     message = str(error.value)
     assert f"initial LR {lr} lies outside lr_bounds=" in message and widened in message
 
 
 def test_initial_lr_on_the_bounds_is_kept():
-    env = layerwise_lr_v0.parallel_env(initial_lr=10.0, max_cycles=1, interval=1)
+    env = layerwise_lr_v1.parallel_env(initial_lr=10.0, max_cycles=1, interval=1)
     _, infos = env.reset(seed=0)
     assert infos["layer_0"]["lr"] == 10.0
 
@@ -132,7 +132,7 @@ def test_initial_lr_on_the_bounds_is_kept():
     "options", [{"initial_lr": 300.0}, {"conditions": [{"initial_lr": 0.1}, {"initial_lr": 1e-9}]}]
 )
 def test_initial_lr_outside_the_bounds_from_reset_options_raises(options):
-    env = layerwise_lr_v0.parallel_env(population=2, max_cycles=1, interval=1)
+    env = layerwise_lr_v1.parallel_env(population=2, max_cycles=1, interval=1)
     with pytest.raises(ValueError, match=r"reset options: initial LR .* lies outside lr_bounds"):
         env.reset(seed=0, options=options)
 
@@ -140,7 +140,7 @@ def test_initial_lr_outside_the_bounds_from_reset_options_raises(options):
 # ------------------------------------------------------------ impossible populations
 def test_an_impossible_population_is_refused_at_construction():
     with pytest.raises(ValueError, match=r"population=100000000000000000000: .* free"):
-        layerwise_lr_v0.parallel_env(population=10**20)
+        layerwise_lr_v1.parallel_env(population=10**20)
 
 
 def test_a_population_too_big_for_memory_is_refused_before_building_it():
@@ -153,7 +153,7 @@ def test_a_population_too_big_for_memory_is_refused_before_building_it():
         return MLP(64, 4096, 2, num_outputs)  # about 17M parameters per network
 
     task = Task("huge", "digits", arch="custom", model_factory=huge, depth=2)
-    env = layerwise_lr_v0.parallel_env(task=task, population=2_000, conditions="default")
+    env = layerwise_lr_v1.parallel_env(task=task, population=2_000, conditions="default")
     calls.clear()
     with pytest.raises(ValueError, match=r"population=2000: the networks need about .* TiB"):
         env.reset(seed=0)
@@ -179,14 +179,14 @@ def custom_task(extra: nn.Module) -> Task:
 )
 def test_custom_models_with_layers_vmap_cannot_train_are_refused(layer, words):
     with pytest.raises(ValueError) as error:
-        layerwise_lr_v0.parallel_env(task=custom_task(layer), population=2)
+        layerwise_lr_v1.parallel_env(task=custom_task(layer), population=2)
     for word in words:
         assert word in str(error.value)
 
 
 def test_batch_norm_without_running_statistics_trains():
     task = custom_task(nn.BatchNorm1d(16, track_running_stats=False))
-    env = layerwise_lr_v0.parallel_env(task=task, population=2, max_cycles=1, interval=2)
+    env = layerwise_lr_v1.parallel_env(task=task, population=2, max_cycles=1, interval=2)
     env.reset(seed=0)
     _, rewards, *_ = env.step({a: 2 for a in env.agents})
     assert all(np.isfinite(list(rewards.values())))
@@ -194,7 +194,7 @@ def test_batch_norm_without_running_statistics_trains():
 
 # ------------------------------------------------------------ malformed calls
 def test_reset_options_and_step_actions_must_be_dicts():
-    env = layerwise_lr_v0.parallel_env(max_cycles=1, interval=1)
+    env = layerwise_lr_v1.parallel_env(max_cycles=1, interval=1)
     with pytest.raises(TypeError, match=r"got a list; allowed: None or a dict"):
         env.reset(seed=0, options=[{"initial_lr": 0.1}])
     env.reset(seed=0)
@@ -208,7 +208,7 @@ def test_reset_options_and_step_actions_must_be_dicts():
     ids=repr,
 )
 def test_discrete_actions_must_be_integer_scalars(action):
-    env = layerwise_lr_v0.parallel_env(max_cycles=2, interval=1)
+    env = layerwise_lr_v1.parallel_env(max_cycles=2, interval=1)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"allowed: an int in \[0, 4\]"):
         env.step({"layer_0": action})
@@ -216,7 +216,7 @@ def test_discrete_actions_must_be_integer_scalars(action):
 
 @pytest.mark.parametrize("action", [4, np.int64(4), np.array(4), np.uint8(4)], ids=repr)
 def test_integer_scalars_of_any_kind_are_discrete_actions(action):
-    env = layerwise_lr_v0.parallel_env(conditions="default", max_cycles=2, interval=1)
+    env = layerwise_lr_v1.parallel_env(conditions="default", max_cycles=2, interval=1)
     env.reset(seed=0)
     _, _, _, _, infos = env.step({"layer_0": action})
     assert infos["layer_0"]["lr"] == pytest.approx(0.02)
@@ -224,7 +224,7 @@ def test_integer_scalars_of_any_kind_are_discrete_actions(action):
 
 def test_agents_that_are_done_may_act_none():
     """PettingZoo's convention for agents that have left; a diverged network's agents."""
-    env = layerwise_lr_v0.parallel_env(population=2, max_cycles=3, interval=5)
+    env = layerwise_lr_v1.parallel_env(population=2, max_cycles=3, interval=5)
     options = {"conditions": [{"initial_lr": 10.0}, {"initial_lr": 0.01}]}
     env.reset(seed=0, options=options)
     env.step({a: 4 for a in env.agents})

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganno_env import DataSplits, Task, layerwise_lr_v0
+from ganno_env import DataSplits, Task, layerwise_lr_v1
 
 
 def run_episode(env, seed, options=None, action_seed=0):
@@ -33,7 +33,7 @@ def assert_traces_equal(a, b, rtol=0.0, atol=0.0):
 
 
 def test_same_seed_gives_identical_episodes_and_other_seeds_differ():
-    make = lambda: layerwise_lr_v0.parallel_env(max_cycles=8, interval=10)  # noqa: E731
+    make = lambda: layerwise_lr_v1.parallel_env(max_cycles=8, interval=10)  # noqa: E731
     first = run_episode(make(), seed=3)
     assert_traces_equal(first, run_episode(make(), seed=3))
     other = run_episode(make(), seed=4)
@@ -46,8 +46,8 @@ def test_unseeded_resets_continue_a_reproducible_sequence():
         env.reset(seed=11)
         return [env.reset()[1]["layer_0"]["lr"] for _ in range(3)]
 
-    first = lrs(layerwise_lr_v0.parallel_env())
-    assert first == lrs(layerwise_lr_v0.parallel_env())
+    first = lrs(layerwise_lr_v1.parallel_env())
+    assert first == lrs(layerwise_lr_v1.parallel_env())
     assert len(set(first)) == 3
 
 
@@ -55,8 +55,8 @@ def test_unseeded_resets_continue_a_reproducible_sequence():
 def test_network_i_of_a_population_follows_the_single_network_with_seed_plus_i(task):
     """Drive a population and single envs (seed + i) with the same per-layer actions."""
     population, kwargs = 3, {"task": task, "max_cycles": 4, "interval": 10}
-    batched = layerwise_lr_v0.parallel_env(population=population, **kwargs)
-    singles = [layerwise_lr_v0.parallel_env(**kwargs) for _ in range(population)]
+    batched = layerwise_lr_v1.parallel_env(population=population, **kwargs)
+    singles = [layerwise_lr_v1.parallel_env(**kwargs) for _ in range(population)]
     obs_b, _ = batched.reset(seed=7)
     obs_s = [env.reset(seed=7 + i)[0] for i, env in enumerate(singles)]
     layers = len(singles[0].agents)
@@ -88,7 +88,7 @@ def test_network_i_of_a_population_follows_the_single_network_with_seed_plus_i(t
 
 
 def test_depth_varies_across_episodes_within_possible_agents():
-    env = layerwise_lr_v0.parallel_env(conditions="deeper", max_cycles=2, interval=2)
+    env = layerwise_lr_v1.parallel_env(conditions="deeper", max_cycles=2, interval=2)
     assert env.max_layers == 10 and len(env.possible_agents) == 10
     depths = set()
     for seed in range(8):
@@ -102,8 +102,8 @@ def test_depth_varies_across_episodes_within_possible_agents():
 
 def test_max_layers_below_the_conditions_depth_raises_before_work():
     with pytest.raises(ValueError, match="max_layers"):
-        layerwise_lr_v0.parallel_env(conditions="deeper", max_layers=7)
-    env = layerwise_lr_v0.parallel_env(max_layers=5)
+        layerwise_lr_v1.parallel_env(conditions="deeper", max_layers=7)
+    env = layerwise_lr_v1.parallel_env(max_layers=5)
     with pytest.raises(ValueError, match="max_layers"):
         env.reset(seed=0, options={"depth": 6})
 
@@ -118,7 +118,7 @@ def all_values_finite(trace):
 
 
 def test_huge_learning_rate_terminates_the_episode_with_finite_values():
-    env = layerwise_lr_v0.parallel_env(conditions={"initial_lr": 100.0}, lr_bounds=(1e-7, 100.0))
+    env = layerwise_lr_v1.parallel_env(conditions={"initial_lr": 100.0}, lr_bounds=(1e-7, 100.0))
     obs, _ = env.reset(seed=0)
     for value in obs.values():
         assert env.observation_space("layer_0").contains(value)
@@ -139,7 +139,7 @@ def test_nan_data_terminates_without_a_single_non_finite_value():
     data = DataSplits(x, y, x[:20], y[:20], x[:20], y[:20], num_outputs=2,
                       kind="classification", name="nan")  # fmt: skip
     task = Task("nan_data", data, width=8, depth=1, batch_size=10)
-    env = layerwise_lr_v0.parallel_env(task=task, conditions="default", max_cycles=5)
+    env = layerwise_lr_v1.parallel_env(task=task, conditions="default", max_cycles=5)
     trace = run_episode(env, seed=0)
     assert len(trace) == 2  # reset, then one step that terminates
     all_values_finite(trace)
@@ -147,7 +147,7 @@ def test_nan_data_terminates_without_a_single_non_finite_value():
 
 
 def test_population_keeps_training_networks_when_one_diverges():
-    env = layerwise_lr_v0.parallel_env(
+    env = layerwise_lr_v1.parallel_env(
         population=2, max_cycles=3, conditions="default", lr_bounds=(1e-7, 100.0)
     )
     _, start = env.reset(
@@ -168,7 +168,7 @@ def test_population_keeps_training_networks_when_one_diverges():
 
 
 def test_log_improvement_rewards_telescope_to_the_log_loss_ratio():
-    env = layerwise_lr_v0.parallel_env(max_cycles=6, interval=10, conditions="default")
+    env = layerwise_lr_v1.parallel_env(max_cycles=6, interval=10, conditions="default")
     _, infos = env.reset(seed=1)
     initial = infos["layer_0"]["val_loss"]
     total = 0.0
@@ -182,8 +182,8 @@ def test_log_improvement_rewards_telescope_to_the_log_loss_ratio():
 
 def test_final_reward_mode_pays_the_whole_return_at_the_end():
     kwargs = {"max_cycles": 4, "interval": 10, "conditions": "default"}
-    dense = run_episode(layerwise_lr_v0.parallel_env(**kwargs), seed=2)
-    sparse = run_episode(layerwise_lr_v0.parallel_env(reward="final", **kwargs), seed=2)
+    dense = run_episode(layerwise_lr_v1.parallel_env(**kwargs), seed=2)
+    sparse = run_episode(layerwise_lr_v1.parallel_env(reward="final", **kwargs), seed=2)
     assert [step[1]["layer_0"] for step in sparse[1:-1]] == [0.0] * 3
     dense_total = sum(step[1]["layer_0"] for step in dense[1:])
     assert sparse[-1][1]["layer_0"] == pytest.approx(dense_total, rel=1e-6)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 from ganno_env.features import FEATURES
 from ganno_env.integrations._common import (
     INFO_KEYS,
@@ -74,7 +74,7 @@ def test_benchmarl_module_without_benchmarl_names_the_extra():
     ],
 )
 def test_varying_agents(kwargs, varies):
-    reason = varying_agents(layerwise_lr_v0.parallel_env(**kwargs))
+    reason = varying_agents(layerwise_lr_v1.parallel_env(**kwargs))
     assert (reason is not None) == varies, reason
 
 
@@ -83,11 +83,11 @@ def test_varying_agents(kwargs, varies):
 def test_wrappers_pass_the_parallel_api_test(wrapper):
     from pettingzoo.test import parallel_api_test
 
-    parallel_api_test(wrapper(layerwise_lr_v0.parallel_env(population=2, **SMALL)), 12)
+    parallel_api_test(wrapper(layerwise_lr_v1.parallel_env(population=2, **SMALL)), 12)
 
 
 def test_fixed_agent_set_ends_the_population_together():
-    env = FixedAgentSet(layerwise_lr_v0.parallel_env(population=2, **SMALL))
+    env = FixedAgentSet(layerwise_lr_v1.parallel_env(population=2, **SMALL))
     env.reset(seed=0, options={"conditions": [{"initial_lr": 10.0}, {"initial_lr": 0.01}]})
     assert env.agents == env.possible_agents
     for _ in range(SMALL["max_cycles"]):
@@ -105,19 +105,19 @@ def test_fixed_agent_set_ends_the_population_together():
 
 
 def test_fixed_agent_set_refuses_a_shallower_episode():
-    env = FixedAgentSet(layerwise_lr_v0.parallel_env(**SMALL))
+    env = FixedAgentSet(layerwise_lr_v1.parallel_env(**SMALL))
     with pytest.raises(ValueError, match=r"lack agents \['layer_3'\]"):
         env.reset(seed=0, options={"depth": 2})
 
 
 def test_fixed_agent_set_seed_stride():
-    env = FixedAgentSet(layerwise_lr_v0.parallel_env(population=2, **SMALL), seed_stride=2)
+    env = FixedAgentSet(layerwise_lr_v1.parallel_env(population=2, **SMALL), seed_stride=2)
     env.reset(seed=3)
     assert [c.seed for c in env.unwrapped.episode_conditions] == [6, 7]
 
 
 def test_padded_infos_keys_and_absent_agents():
-    env = PaddedInfos(layerwise_lr_v0.parallel_env(**SMALL))
+    env = PaddedInfos(layerwise_lr_v1.parallel_env(**SMALL))
     obs, infos = env.reset(seed=0, options={"depth": 2})  # 3 of 4 possible layers
     assert set(obs) == set(infos) == set(env.possible_agents)
     assert env.agents == ["layer_0", "layer_1", "layer_2"]

@@ -25,7 +25,7 @@ pytest.importorskip("ray")
 
 from ray.rllib.core.columns import Columns  # noqa: E402
 
-from ganno_env import layerwise_lr_v0  # noqa: E402
+from ganno_env import layerwise_lr_v1  # noqa: E402
 from ganno_env.policy import load_policy  # noqa: E402
 from rllib_configs.ppo import build_config, get_preset  # noqa: E402
 from rllib_configs.train import export_from, train  # noqa: E402
@@ -53,7 +53,7 @@ def test_smoke_training_writes_checkpoints_metrics_and_a_policy(ray_session, tmp
                 "per_layer": {f"layer_{j}" for j in range(4)}}[mapping]  # fmt: skip
     assert set(payload["modules"]) == expected and payload["mapping"] == mapping
     controller = load_policy(policy_path)
-    env = layerwise_lr_v0.parallel_env(population=2, max_cycles=3)
+    env = layerwise_lr_v1.parallel_env(population=2, max_cycles=3)
     obs, _ = env.reset(seed=0)
     actions = controller.actions(obs)
     assert set(actions) == set(env.agents)
@@ -68,7 +68,7 @@ def test_exported_policy_acts_like_the_rllib_module(ray_session, tmp_path):
         export_from(algo, tmp_path / "policy.pt", preset, "grouped")
         controller = load_policy(tmp_path / "policy.pt")
         weights = algo.learner_group.get_weights()
-        env = layerwise_lr_v0.parallel_env(population=2, max_cycles=4, conditions="unseen_lr")
+        env = layerwise_lr_v1.parallel_env(population=2, max_cycles=4, conditions="unseen_lr")
         obs, _ = env.reset(seed=5)
         compared = 0
         while env.agents:
@@ -232,7 +232,7 @@ def test_episodes_of_different_depth_train_one_shared_policy(ray_session, tmp_pa
     assert [int(r["iteration"]) for r in progress_rows(tmp_path)] == [1, 2]
     controller = load_policy(policy)
     for depth in (3, 6, 9):
-        env = layerwise_lr_v0.parallel_env(conditions={"depth": depth}, max_cycles=2)
+        env = layerwise_lr_v1.parallel_env(conditions={"depth": depth}, max_cycles=2)
         obs, _ = env.reset(seed=0)
         assert len(controller.actions(obs)) == depth + 1
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ganno_env import layerwise_lr_v0
+from ganno_env import layerwise_lr_v1
 from ganno_env.features import FEATURE_NAMES
 
 torch.set_num_threads(1)
@@ -15,7 +15,7 @@ RELATIVE_LR = FEATURE_NAMES.index("log10_relative_lr")
 
 def _episode(conditions: dict, decisions: int = 4) -> tuple[list[np.ndarray], list[float]]:
     """Observations of layer 0 and val losses over a few decisions of fixed actions."""
-    env = layerwise_lr_v0.parallel_env(conditions=conditions, max_cycles=decisions, interval=5)
+    env = layerwise_lr_v1.parallel_env(conditions=conditions, max_cycles=decisions, interval=5)
     obs, _ = env.reset(seed=3)
     seen, losses = [np.stack([obs[a] for a in env.agents])], [float(env.val_loss[0])]
     actions = [4, 0, 2, 3]  # x2, x0.5, x1, x1.25
@@ -47,7 +47,7 @@ def test_a_larger_initial_lr_shows_as_a_larger_step_not_as_another_lr_value():
 @pytest.mark.parametrize("initial_lr", [1e-7, 10.0])
 def test_extreme_lrs_saturate_within_the_bounds(initial_lr):
     """Far outside anything trained on, features stay finite and within their bounds."""
-    env = layerwise_lr_v0.parallel_env(initial_lr=initial_lr, max_cycles=3, interval=5)
+    env = layerwise_lr_v1.parallel_env(initial_lr=initial_lr, max_cycles=3, interval=5)
     obs, _ = env.reset(seed=0)
     while env.agents:
         space = env.observation_space(env.agents[0])

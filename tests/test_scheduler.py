@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganno_env import GannoScheduler, layerwise_lr_v0
+from ganno_env import GannoScheduler, layerwise_lr_v1
 from ganno_env.features import FEATURE_NAMES, FEATURES
 from ganno_env.models import MLP
 from ganno_env.policy import PolicyNet, export_policy, load_policy
@@ -38,7 +38,7 @@ def policy_path(tmp_path):
 
 def run_env(policy_path, lr=LR, **env_kwargs):
     """The env's episode; returns its records and what an ordinary loop needs to replay it."""
-    env = layerwise_lr_v0.parallel_env(
+    env = layerwise_lr_v1.parallel_env(
         conditions={"initial_lr": lr}, max_cycles=CYCLES, interval=INTERVAL, **env_kwargs
     )
     observations, infos = env.reset(seed=3)
