@@ -63,10 +63,14 @@ def test_reduce_on_plateau_cuts_after_patience_without_improvement():
         assert lrs[t, 0] == pytest.approx(lr, rel=1e-5)
 
 
-def test_lars_splits_the_lr_by_trust_ratio_and_keeps_the_mean():
+@pytest.mark.parametrize("features_version", [1, 2])
+def test_lars_splits_the_lr_by_trust_ratio_and_keeps_the_mean(features_version):
+    """On every env version: |w| / |g| comes from that version's features."""
     controller = c.LayerwiseTrustRatio()
-    env = make_env(controller, conditions={"initial_lr": LR0}, max_cycles=2, interval=5)
+    env = make_env(controller, conditions={"initial_lr": LR0}, max_cycles=2, interval=5,
+                   features_version=features_version)  # fmt: skip
     obs, infos = env.reset(seed=0)
+    assert len(obs["layer_0"]) == {1: 12, 2: 13}[features_version]
     controller.reset(env, obs, infos)
     actions = controller.act(obs, infos)
     lrs = np.array([10 ** float(actions[f"layer_{j}"][0]) for j in range(4)])
