@@ -1,0 +1,88 @@
+"""The GANNO robustness goals, read off a benchmark's `summary.json`.
+
+`python -m benchmarks.goals runs/main/bench/summary.json` prints, as markdown, the numbers
+that `docs/results.md` tracks for every policy: overall IQM test loss against the oracle's,
+divergences, the probability that GANNO beats bold driver and its own global ablation, the
+worst hand-made schedule on the held-out LR conditions, and one row per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+POLICIES = ("ganno", "ganno_global")
+ORACLES = ("oracle_grid", "oracle")
+LR_CONDITIONS = ("unseen_lr_high", "unseen_lr_low")
+
+
+def _iqm(metrics: dict[str, Any] | None) -> float:
+    if not metrics or "iqm_test_loss" not in metrics:
+        return math.nan
+    value = metrics["iqm_test_loss"]
+    return float(value[0] if isinstance(value, list) else value)
+
+
+def _ci(triple: Sequence[float] | None) -> str:
+    return f"{triple[0]:.2f} [{triple[1]:.2f}, {triple[2]:.2f}]" if triple else "-"
+
+
+def goal_lines(summary: dict[str, Any]) -> list[str]:
+    """Markdown lines: the headline numbers, then one table row per condition."""
+    overall, per_condition = summary["overall"], summary["per_condition"]
+    poi = summary["probability_of_improvement"]
+    oracle = next((o for o in ORACLES if o in overall), None)
+    hand_made = [c for c in summary["controllers"] if c not in POLICIES + ORACLES]
+    ganno, oracle_iqm = _iqm(overall.get("ganno")), _iqm(overall.get(oracle))
+    lines = [
+        f"- overall IQM test loss: ganno {ganno:.3f}, oracle {oracle_iqm:.3f} "
+        f"(ratio {ganno / oracle_iqm:.2f}); ganno_global {_iqm(overall.get('ganno_global')):.3f}"
+        f", bold_driver {_iqm(overall.get('bold_driver')):.3f}; ganno diverged "
+        f"{overall['ganno']['diverged']}/{overall['ganno']['runs']}",
+        f"- P(ganno better than bold_driver), overall: {_ci(poi['bold_driver']['overall'])}",
+        f"- P(ganno better than ganno_global), overall: {_ci(poi['ganno_global']['overall'])}",
+    ]
+    for cond in LR_CONDITIONS:
+        if cond not in per_condition:
+            continue
+        chances = {b: poi[b]["per_condition"][cond] for b in hand_made}
+        worst = min(chances, key=lambda b: chances[b][0])
+        lowest = min(chances, key=lambda b: chances[b][1])
+        lines.append(
+            f"- {cond}: ganno IQM {_iqm(per_condition[cond]['ganno']):.3f}, diverged "
+            f"{per_condition[cond]['ganno']['diverged']}; lowest P(ganno better) vs hand-made: "
+            f"{worst} {_ci(chances[worst])}; lowest CI bound: {lowest} {chances[lowest][1]:.2f}"
+        )
+    lines += [
+        "",
+        "| condition | ganno | ganno_global | bold_driver | oracle | P(> bold) | P(> global) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cond in summary["conditions"]:
+        row = per_condition[cond]
+        lines.append(
+            f"| {cond} | {_iqm(row.get('ganno')):.3f} | {_iqm(row.get('ganno_global')):.3f} | "
+            f"{_iqm(row.get('bold_driver')):.3f} | {_iqm(row.get(oracle)):.3f} | "
+            f"{poi['bold_driver']['per_condition'][cond][0]:.2f} | "
+            f"{poi['ganno_global']['per_condition'][cond][0]:.2f} |"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("summary", type=Path, help="a benchmark's summary.json")
+    args = parser.parse_args(argv)
+    summary = json.loads(args.summary.read_text())
+    if "ganno" not in summary["overall"] or "ganno" not in summary["controllers"]:
+        parser.error(f"{args.summary} has no ganno results (run ganno bench with --policy)")
+    print("\n".join(goal_lines(summary)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
