@@ -19,9 +19,10 @@ import numpy as np
 
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.folder_lock import UsageError, folder_lock
-from ganno_env.policy import resolve_policy_path
+from ganno_env.policy import MAPPINGS, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
+from rllib_configs import PRESET_NAMES
 
 DEFAULT_CONTROLLERS = ("constant", "step_decay", "cosine", "warmup_cosine", "bold_driver", "lars")
 DEFAULT_LRS = (1e-4, 1e-2, 0.3)
@@ -271,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     baselines.set_defaults(func=cmd_baselines)
 
     train = commands.add_parser("train", help="train GANNO agents with RLlib (needs Ray)")
-    train.add_argument("--preset", default="local", choices=("smoke", "local", "cluster_gpu"))
-    train.add_argument("--mapping", default="shared", choices=("shared", "grouped", "per_layer"))
+    train.add_argument("--preset", default="local", choices=PRESET_NAMES)
+    train.add_argument("--mapping", default="shared", choices=MAPPINGS)
     train.add_argument("--out", required=True, help="folder for checkpoints, metrics, policy.pt")
     train.add_argument("--stop-iters", type=_positive_int, default=None)
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
