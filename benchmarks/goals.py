@@ -31,6 +31,18 @@ def _ci(triple: Sequence[float] | None) -> str:
     return f"{triple[0]:.2f} [{triple[1]:.2f}, {triple[2]:.2f}]" if triple else "-"
 
 
+def _chance(poi: dict[str, Any], base: str, cond: str | None = None) -> list[float] | None:
+    """P(ganno better than `base`) [point, low, high], overall or on one condition."""
+    entry = poi.get(base)
+    if entry is None:
+        return None
+    return entry["overall"] if cond is None else entry["per_condition"].get(cond)
+
+
+def _point(triple: Sequence[float] | None) -> str:
+    return f"{triple[0]:.2f}" if triple else "-"
+
+
 def goal_lines(summary: dict[str, Any]) -> list[str]:
     """Markdown lines: the headline numbers, then one table row per condition."""
     overall, per_condition = summary["overall"], summary["per_condition"]
@@ -43,8 +55,8 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
         f"(ratio {ganno / oracle_iqm:.2f}); ganno_global {_iqm(overall.get('ganno_global')):.3f}"
         f", bold_driver {_iqm(overall.get('bold_driver')):.3f}; ganno diverged "
         f"{overall['ganno']['diverged']}/{overall['ganno']['runs']}",
-        f"- P(ganno better than bold_driver), overall: {_ci(poi['bold_driver']['overall'])}",
-        f"- P(ganno better than ganno_global), overall: {_ci(poi['ganno_global']['overall'])}",
+        f"- P(ganno better than bold_driver), overall: {_ci(_chance(poi, 'bold_driver'))}",
+        f"- P(ganno better than ganno_global), overall: {_ci(_chance(poi, 'ganno_global'))}",
     ]
     for cond in LR_CONDITIONS:
         if cond not in per_condition:
@@ -67,8 +79,8 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {cond} | {_iqm(row.get('ganno')):.3f} | {_iqm(row.get('ganno_global')):.3f} | "
             f"{_iqm(row.get('bold_driver')):.3f} | {_iqm(row.get(oracle)):.3f} | "
-            f"{poi['bold_driver']['per_condition'][cond][0]:.2f} | "
-            f"{poi['ganno_global']['per_condition'][cond][0]:.2f} |"
+            f"{_point(_chance(poi, 'bold_driver', cond))} | "
+            f"{_point(_chance(poi, 'ganno_global', cond))} |"
         )
     return lines
 

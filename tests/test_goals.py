@@ -1,0 +1,46 @@
+"""benchmarks.goals reads the robustness goals off a real report's summary."""
+
+import json
+
+import pytest
+from test_report import CONDITIONS, SEEDS, make_records, make_suite, record, write
+
+from benchmarks.goals import ORACLES, goal_lines, main
+from benchmarks.report import build_report
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory):
+    out = tmp_path_factory.mktemp("goals")
+    records = make_records()
+    for ci, cond in enumerate(CONDITIONS):  # the ablation: worse than ganno on every run
+        for si, seed in enumerate(SEEDS):
+            records.append(record(cond, "ganno_global", seed, 0.55 + 0.01 * si + 0.1 * ci))
+    build_report(write(out / "results.jsonl", records), make_suite(), out, reps=200)
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_headline_numbers_come_from_the_summary(summary):
+    lines = goal_lines(summary)
+    ganno = summary["overall"]["ganno"]["iqm_test_loss"][0]
+    name = next(o for o in ORACLES if o in summary["overall"])
+    oracle = summary["overall"][name]["iqm_test_loss"][0]
+    assert f"ganno {ganno:.3f}, oracle {oracle:.3f} (ratio {ganno / oracle:.2f})" in lines[0]
+    # ganno is better than bold driver and than its global ablation on every run
+    assert lines[1].endswith("1.00 [1.00, 1.00]") and "bold_driver" in lines[1]
+    assert lines[2].endswith("1.00 [1.00, 1.00]") and "ganno_global" in lines[2]
+
+
+def test_one_table_row_per_condition(summary):
+    rows = [line for line in goal_lines(summary) if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows[1:]] == list(CONDITIONS)
+
+
+def test_a_summary_without_ganno_is_refused(tmp_path, summary, capsys):
+    without = {**summary, "controllers": [c for c in summary["controllers"] if c != "ganno"]}
+    without["overall"] = {k: v for k, v in summary["overall"].items() if k != "ganno"}
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(without))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path)])
+    assert exit_info.value.code == 2 and "no ganno results" in capsys.readouterr().err
