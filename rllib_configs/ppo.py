@@ -109,18 +109,18 @@ def local() -> Preset:
         lr=5e-4,
         evaluation_interval=5,
         evaluation_episodes=1,
-        # 307,200 transitions: 30 iterations left train_wide undertrained, 90 trained better
-        # (docs/results.md) but take about 10 minutes here, past the main job's 15 with
-        # the benchmark
-        stop_iters=60,
+        # 256,000 transitions: 30 iterations left train_wide undertrained, 90 trained better
+        # (docs/results.md) but take 11 minutes here (7.5 s an iteration), past the main
+        # job's 15 minutes with the 7-minute benchmark
+        stop_iters=50,
         checkpoint_every=5,
     )
 
 
 def full() -> Preset:
-    """The shipped pretrained policy: the local preset, four times as long (about 30
+    """The shipped pretrained policy: the local preset, four times as long (about 25
     minutes on 2 CPUs)."""
-    return replace(local(), name="full", stop_iters=240, checkpoint_every=20)
+    return replace(local(), name="full", stop_iters=200, checkpoint_every=20)
 
 
 def cluster_gpu() -> Preset:
