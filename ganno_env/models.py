@@ -1,8 +1,9 @@
 """The networks that the agents train, and how their parameters split into layers.
 
 A *layer* is one agent: a Linear or Conv module's weight and bias together. Any other
-parameters (a LayerNorm after a Linear, say) join the layer they follow, so every
-parameter has exactly one learning rate.
+parameters (a LayerNorm after a Linear, say) join the layer they follow, and a parameter
+shared by several layers (tied weights) belongs to the first one, so every parameter has
+exactly one learning rate.
 """
 
 from __future__ import annotations
@@ -48,10 +49,20 @@ class CNN(nn.Sequential):
 
 
 def layer_groups(module: nn.Module) -> list[list[str]]:
-    """Names of the parameters of each layer, from input to output."""
+    """Names of the parameters of each layer, from input to output.
+
+    A parameter shared by several modules (tied weights) belongs to the first layer that
+    uses it, under the name `module.named_parameters()` gives it, so that it gets one LR
+    and is counted once in the layer statistics.
+    """
     groups: list[list[str]] = []
+    seen: set[int] = set()
     for prefix, sub in module.named_modules():
-        own = [f"{prefix}.{n}" if prefix else n for n, _ in sub.named_parameters(recurse=False)]
+        own = []
+        for name, param in sub.named_parameters(recurse=False):
+            if id(param) not in seen:
+                seen.add(id(param))
+                own.append(f"{prefix}.{name}" if prefix else name)
         if not own:
             continue
         if isinstance(sub, LAYER_TYPES) or not groups:
