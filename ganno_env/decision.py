@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from ganno_env.features import (
     FEATURES_VERSION,
@@ -55,7 +56,7 @@ class DecisionCore:
     State, set by `start` (None before): `lrs` and `last_log_factor` [N, L];
     `initial_val_loss`, `cap`, `val_loss`, `train_loss` [N] (capped, finite); `diverged`
     [N]; `feature_reference`; `observations` [N, L, F], the latest; `decisions`, the
-    actions applied so far.
+    actions applied so far. `state_dict` / `load_state_dict` save and restore it.
     """
 
     def __init__(
@@ -94,6 +95,39 @@ class DecisionCore:
         else:
             low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
         return low, high
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the decision state: tensors (the arrays, exactly) and plain Python values.
+
+        It saves with `torch.save` and loads with `torch.load(weights_only=True)`, so a
+        training run can stop at any step and go on in another process with the same
+        decisions. The settings (action mode, factors, bounds, ...) are not in it: they come
+        from the policy.
+        """
+        reference = self.feature_reference
+        return {
+            "decisions": int(self.decisions),
+            **{name: _tensor(getattr(self, name)) for name in _STATE_ARRAYS},
+            "feature_reference": None
+            if reference is None
+            else {name: _tensor(getattr(reference, name)) for name in _REFERENCE_ARRAYS},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned (arrays back to numpy, with their dtypes)."""
+        missing = sorted({"decisions", "feature_reference", *_STATE_ARRAYS} - set(state))
+        if missing:
+            raise ValueError(f"decision state lacks {missing}; pass what state_dict() returned")
+        self.decisions = int(state["decisions"])
+        for name in _STATE_ARRAYS:
+            setattr(self, name, _array(state[name]))
+        reference = state["feature_reference"]
+        self.feature_reference = (
+            None
+            if reference is None
+            else FeatureReference(**{name: _array(reference[name]) for name in _REFERENCE_ARRAYS})
+        )
 
     # ------------------------------------------------- statistics -> observations
     def start(self, lrs: Any, stats: LayerStats, train_loss: Any, val_loss: Any) -> np.ndarray:
@@ -181,6 +215,28 @@ class DecisionCore:
 
     def _live(self, live: np.ndarray | None) -> np.ndarray:
         return np.ones(len(self.lrs), dtype=bool) if live is None else live
+
+
+_STATE_ARRAYS = (
+    "lrs",
+    "last_log_factor",
+    "initial_val_loss",
+    "cap",
+    "val_loss",
+    "train_loss",
+    "diverged",
+    "observations",
+)
+_REFERENCE_ARRAYS = ("lrs", "weight_rms", "grad_rms")
+
+
+def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
+    """A CPU tensor copy of a state array, same dtype and values (None stays None)."""
+    return None if array is None else torch.from_numpy(np.array(array, copy=True))
+
+
+def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
+    return None if tensor is None else tensor.detach().cpu().numpy().copy()
 
 
 def requested_lr(lr: float, action_mode: str, value: Any, lr_factors: Any) -> float:

@@ -18,6 +18,7 @@ path, so a local file called `pretrained` is `Path("pretrained")` or `"./pretrai
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -309,6 +310,38 @@ def recorded_setting(payload: Mapping[str, Any], key: str) -> Any:
         if isinstance(source, dict) and source.get(key) is not None:
             return source[key]
     return None
+
+
+def policy_sha256(payload: Mapping[str, Any]) -> str:
+    """sha256 (hex) of a policy's content: its payload, key by key, tensors by their bytes.
+
+    The same for the file, `"pretrained"` and a controller loaded from either (unlike the
+    file's bytes, which depend on how it was written), so a scheduler state can say which
+    policy made its decisions.
+    """
+    digest = hashlib.sha256()
+    _hash_value(digest, payload)
+    return digest.hexdigest()
+
+
+def _hash_value(digest: Any, value: Any) -> None:
+    if isinstance(value, Mapping):
+        digest.update(b"{")
+        for key in sorted(value, key=repr):
+            _hash_value(digest, key)
+            _hash_value(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _hash_value(digest, item)
+        digest.update(b"]")
+    elif isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"tensor {tensor.dtype} {tuple(value.shape)}:".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    else:
+        digest.update(f"{type(value).__name__} {value!r};".encode())
 
 
 def _depths(observations: Mapping[str, Any]) -> dict[int, int]:

@@ -66,6 +66,7 @@ version this package does not serve, raise ValueError when loaded.
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -84,12 +85,19 @@ from ganno_env.policy import (
     check_policy_actions,
     load_policy,
     module_for,
+    policy_sha256,
     recorded_setting,
 )
 
 DEFAULT_INTERVAL = 25
 DEFAULT_MAX_CYCLES = 40
 DEFAULT_DIVERGENCE_FACTOR = 10.0
+STATE_FORMAT = 1  # of `GannoScheduler.state_dict()`
+_STATE_KEYS = (
+    "format", "policy_sha256", "controller", "greedy", "policy_rng", "layer_names",
+    "param_shapes", "interval", "max_cycles", "steps", "interval_steps", "observed",
+    "loss_sum", "start", "grad_sum", "grad_sq_sum", "previous_mean_grad", "core", "history",
+)  # fmt: skip
 
 
 class GannoScheduler:
@@ -129,6 +137,7 @@ class GannoScheduler:
         payload = self.controller.payload
         check_policy_actions(payload)
         self.policy_name = "the policy" if isinstance(policy, PolicyController) else repr(policy)
+        self.policy_sha256 = policy_sha256(payload)
         self.interval = _positive_int(
             "interval", interval if interval is not None else _trained(payload, "interval")
         )
@@ -146,7 +155,7 @@ class GannoScheduler:
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer
 
-        self.layer_names, self._params, self._groups = _per_layer_groups(optimizer, model)
+        self.layer_names, self._params, self._group_index = _per_layer_groups(optimizer, model)
         self.num_layers = len(self._params)
         self._check_mapping()
         self._flat = [p for params in self._params for p in params]
@@ -192,6 +201,132 @@ class GannoScheduler:
     def close(self) -> None:
         """Stop checking the call order (removes the optimizer hook); LRs stay as set."""
         self._hook.remove()
+
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the next decisions depend on, as a copy, to checkpoint with the model.
+
+        Tensors and plain Python values only: it saves with `torch.save` and loads with
+        `torch.load(weights_only=True)`. It holds the interval's statistics so far (gradient
+        sums, loss sum, steps, start weights), the last interval's mean gradient, the
+        decision state (`DecisionCore.state_dict`: LRs, last factors, losses, cap, diverged,
+        feature reference, decisions), the step count, `history`, the sampling state of a
+        non-greedy policy, the settings `interval` and `max_cycles`, and what it must be
+        loaded into: the policy (`policy_sha256`) and the model's layers and shapes.
+        """
+        controller = self.controller
+        return {
+            "format": STATE_FORMAT,
+            "policy_sha256": self.policy_sha256,
+            "controller": controller.name,
+            "greedy": bool(controller.greedy),
+            "policy_rng": controller.rng.get_state(),
+            "layer_names": copy.deepcopy(self.layer_names),
+            "param_shapes": self._param_shapes(),
+            "interval": self.interval,
+            "max_cycles": self.max_cycles,
+            "steps": self.steps,
+            "interval_steps": self._interval_steps,
+            "observed": self._observed,
+            "loss_sum": _clone(self._loss_sum),
+            "start": _clone(self._start),
+            "grad_sum": _clone(self._grad_sum),
+            "grad_sq_sum": _clone(self._grad_sq_sum),
+            "previous_mean_grad": _clone(self._previous_mean_grad),
+            "core": self.core.state_dict(),
+            "history": copy.deepcopy(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`: the next `observe` acts as it would have in that run.
+
+        Build the model, the optimizer and this scheduler as in the saved run, load the model
+        and optimizer state dicts, then this one; the param groups get the saved LRs, and
+        `interval` and `max_cycles` the saved values (as torch's LR schedulers do). Raises
+        ValueError for a state of another policy (naming both sha256) or another model
+        (naming both layers and shapes), before changing anything.
+        """
+        self._check_state(state)
+        self.interval = int(state["interval"])
+        self.max_cycles = int(state["max_cycles"])
+        self.core.max_cycles = self.max_cycles
+        self.controller.rng.set_state(state["policy_rng"])
+        self.steps = int(state["steps"])
+        self._interval_steps = int(state["interval_steps"])
+        self._observed = bool(state["observed"])
+        loss_sum = state["loss_sum"]
+        self._loss_sum = loss_sum.clone() if isinstance(loss_sum, torch.Tensor) else loss_sum
+        self._start = self._on_params(state["start"])
+        self._grad_sum = self._on_params(state["grad_sum"]) or []
+        self._grad_sq_sum = self._on_params(state["grad_sq_sum"]) or []
+        self._previous_mean_grad = self._on_params(state["previous_mean_grad"])
+        self.core.load_state_dict(state["core"])
+        self.history = copy.deepcopy(list(state["history"]))
+        core_obs = self.core.observations
+        self.observations = None if core_obs is None else core_obs[0]
+        if self.core.lrs is not None:
+            for j, groups in enumerate(self._groups):
+                for group in groups:
+                    _set_lr(group, float(self.core.lrs[0, j]))
+
+    def _check_state(self, state: Any) -> None:
+        """ValueError unless `state` is a state_dict() of this policy and model."""
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(
+                f"not a GannoScheduler state (format {found!r}; allowed: {STATE_FORMAT}): "
+                "pass what GannoScheduler.state_dict() returned"
+            )
+        missing = sorted(set(_STATE_KEYS) - set(state))
+        if missing:
+            raise ValueError(f"the scheduler state lacks {missing}; pass a full state_dict()")
+        if state["policy_sha256"] != self.policy_sha256:
+            raise ValueError(
+                f"the scheduler state was saved with policy sha256 {state['policy_sha256']}, "
+                f"but this scheduler runs {self.policy_name} with sha256 {self.policy_sha256}; "
+                "load it into a scheduler of the same policy"
+            )
+        controller = (self.controller.name, bool(self.controller.greedy))
+        if (state["controller"], state["greedy"]) != controller:
+            raise ValueError(
+                f"the scheduler state was saved with controller {state['controller']!r} "
+                f"(greedy={state['greedy']}), but this scheduler runs {controller[0]!r} "
+                f"(greedy={controller[1]}); load it into a scheduler of the same controller"
+            )
+        mine = (self.layer_names, self._param_shapes())
+        saved = (state["layer_names"], state["param_shapes"])
+        if saved != mine:
+            raise ValueError(
+                f"the scheduler state was saved for a model with layers {saved[0]} of shapes "
+                f"{saved[1]}, but this scheduler's model has layers {mine[0]} of shapes "
+                f"{mine[1]}; load it into a scheduler of the same model and optimizer"
+            )
+        for key in ("start", "grad_sum", "grad_sq_sum", "previous_mean_grad"):
+            tensors = state[key]
+            if tensors is not None and len(tensors) not in (0, len(self._flat)):
+                raise ValueError(
+                    f"the scheduler state's {key!r} holds {len(tensors)} tensors, but the "
+                    f"model has {len(self._flat)} parameters: a state of another model"
+                )
+
+    def _param_shapes(self) -> list[list[list[int]]]:
+        return [[list(p.shape) for p in params] for params in self._params]
+
+    def _on_params(self, tensors: Sequence[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        """Saved per-parameter float32 tensors, copied onto their parameters' devices."""
+        if tensors is None:
+            return None
+        return [
+            t.to(device=p.device, dtype=torch.float32, copy=True)
+            for t, p in zip(tensors, self._flat)
+        ]
+
+    @property
+    def _groups(self) -> list[list[dict]]:
+        """Each layer's param groups, looked up now: `optimizer.load_state_dict` replaces the
+        group dicts, so holding on to them would set LRs that the optimizer no longer reads."""
+        groups = self.optimizer.param_groups
+        return [[groups[k] for k in indices] for indices in self._group_index]
 
     # ------------------------------------ decision state, held by the core (network 0)
     @property
@@ -397,11 +532,12 @@ class GannoScheduler:
 
 def _per_layer_groups(
     optimizer: torch.optim.Optimizer, model: nn.Module
-) -> tuple[list[list[str]], list[list[torch.Tensor]], list[list[dict]]]:
+) -> tuple[list[list[str]], list[list[torch.Tensor]], list[list[int]]]:
     """Rewrite the optimizer's param groups into per-layer groups.
 
-    Returns the parameter names, the parameters and the param groups of each layer that
-    the optimizer trains, input to output.
+    Returns the parameter names, the parameters and the indices in
+    `optimizer.param_groups` of the groups of each layer that the optimizer trains, input
+    to output.
     """
     named = dict(model.named_parameters())
     layer_of: dict[int, int] = {}
@@ -445,9 +581,10 @@ def _per_layer_groups(
         for _, _, new in split:
             optimizer.add_param_group(new)
         groups = [(j, group) for (j, _, _), group in zip(split, optimizer.param_groups)]
-    per_layer_groups = [[group for j, group in groups if j == layer] for layer in layers]
+    group_index = [[k for k, (j, _) in enumerate(groups) if j == layer] for layer in layers]
     params, names = [], []
-    for layer_groups_j in per_layer_groups:
+    for indices in group_index:
+        layer_groups_j = [groups[k][1] for k in indices]
         members = {id(p) for group in layer_groups_j for p in group["params"]}
         # model order (weight before bias), as the env sums them
         ordered = [n for n, p in named.items() if id(p) in members]
@@ -459,7 +596,7 @@ def _per_layer_groups(
                 f"layer {ordered} has parameters in param groups with LRs {lrs}; GANNO sets "
                 "one LR per layer: give all parameters of a layer the same initial LR"
             )
-    return names, params, per_layer_groups
+    return names, params, group_index
 
 
 def _trained(payload: dict[str, Any], key: str) -> Any:
@@ -491,6 +628,15 @@ def _set_lr(group: dict, lr: float) -> None:
         group["lr"].fill_(lr)
     else:
         group["lr"] = lr
+
+
+def _clone(value: Any) -> Any:
+    """A detached copy of a tensor or of a list of tensors (other values as they are)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
 
 
 def _first(values: np.ndarray | None) -> float | None:
