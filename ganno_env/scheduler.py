@@ -35,7 +35,15 @@ per original group and layer), each keeping its original group's hyper-parameter
 optimizer that already has one group per layer is left as it is. Parameters live in their
 groups, so optimizer state (momentum, Adam moments) is kept. The parameters of one layer
 must start with the same LR; layers without parameters in the optimizer are not agents.
-Build the scheduler before loading an optimizer state dict saved with it.
+Build the scheduler before loading an optimizer state dict saved with it. A parameter shared
+by several layers (tied weights) belongs to the first layer that uses it, as in the env.
+
+Checkpoints: `state_dict()` holds everything the next decisions depend on (tensors and plain
+Python values, for `torch.save` and `torch.load(weights_only=True)`); build model,
+optimizer and scheduler as in the saved run, load the model's and the optimizer's state
+dicts, then `load_state_dict(state)`, and the run goes on bit for bit as if never stopped
+(on CPU), whatever step it was saved at. A state of another policy (by `policy_sha256`, the
+hash of the policy's content) or of another model raises ValueError.
 
 Val loss: `val_loss_fn()` returns a float (or a 0-d tensor); it is called once per decision,
 under `torch.no_grad()`, and the value at the first decision is the reference "initial val
@@ -118,7 +126,8 @@ class GannoScheduler:
     After each decision `lrs` holds the per-layer LRs, `observations` the [layers, F]
     features the policy saw (the feature set of the policy's env version), and `history`
     one dict per decision (step, lrs, actions, train_loss, val_loss as the features used
-    them).
+    them). `policy_sha256` names the policy; `state_dict()` / `load_state_dict()` checkpoint
+    the scheduler.
     """
 
     def __init__(
