@@ -28,6 +28,12 @@ LONG_RUN = ["--quick", "--seeds", "1", "--controllers", ",".join(HAND_MADE)]
 SIGINT_BIT = 1 << (signal.SIGINT - 1)
 
 
+def default_sigint() -> None:
+    """In the child before exec: Ctrl-C as in a terminal. Python installs its handler only
+    where SIGINT is not ignored, and a runner started as a background job ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def proc_stat(pid: int) -> tuple[int, str, int] | None:
     """(parent PID, state, start time) of a process; None when it is gone."""
     try:
@@ -100,6 +106,7 @@ def bench(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen, Path]]
             stderr=stream,
             env=ENV,
             start_new_session=True,
+            preexec_fn=default_sigint,
         )
     try:
         yield proc, err

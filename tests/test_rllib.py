@@ -89,10 +89,17 @@ def test_exported_policy_acts_like_the_rllib_module(ray_session, tmp_path):
         algo.stop()
 
 
+def default_sigint():
+    """In the child before exec: Ctrl-C as in a terminal. Python installs its handler only
+    where SIGINT is not ignored, and a test run started as a background job ignores it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(args, env=None, **kwargs):
     return subprocess.Popen(
         [str(BIN / "ganno"), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env={**os.environ, **(env or {})}, start_new_session=True, **kwargs,
+        text=True, env={**os.environ, **(env or {})}, start_new_session=True,
+        preexec_fn=default_sigint, **kwargs,
     )  # fmt: skip
 
 
