@@ -88,13 +88,9 @@ class DecisionCore:
         self.observations: np.ndarray | None = None
 
     def action_range(self) -> tuple[float, float]:
-        """The interval of a Box action's number: log10 of the LR bounds (log_lr) or ln of
-        the LR factors (continuous); the env's action space and the scheduler both use it."""
-        if self.action_mode == "log_lr":
-            low, high = np.log10(self.lr_bounds)
-        else:
-            low, high = np.log(self.lr_factors.min()), np.log(self.lr_factors.max())
-        return low, high
+        """The interval of a Box action's number (`box_action_range`); the env's action
+        space and the scheduler both use it."""
+        return box_action_range(self.action_mode, self.lr_factors, self.lr_bounds)
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -237,6 +233,19 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
 
 def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
+
+
+def box_action_range(
+    action_mode: str, lr_factors: Sequence[float], lr_bounds: Sequence[float]
+) -> tuple[float, float]:
+    """The interval of a Box action's number: log10 of the LR bounds (log_lr) or ln of the
+    smallest and largest LR factor (continuous). The env's space, the scheduler and a
+    policy's clipping of its own outputs all read it from here."""
+    if action_mode == "log_lr":
+        low, high = np.log10(lr_bounds)
+    else:
+        low, high = np.log(np.min(lr_factors)), np.log(np.max(lr_factors))
+    return low, high
 
 
 def requested_lr(lr: float, action_mode: str, value: Any, lr_factors: Any) -> float:

@@ -65,6 +65,7 @@ class PopulationTrainer:
         device: str | torch.device = "cpu",
         val_limit: int | None = None,
         num_threads: int | None = None,
+        grad_scales: Sequence[float] | None = None,
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
@@ -106,7 +107,9 @@ class PopulationTrainer:
         self._second = [torch.zeros_like(p) for p in self.params] if optimizer == "adam" else []
         self._adam_steps = 0
         self._active = torch.ones(self.n, device=self.device)
-        self.grad_scale = torch.ones(self.n, device=self.device)  # see `build`
+        # multiplies each network's training loss (see `build`); ones: plain training
+        scales = [1.0] * self.n if grad_scales is None else [float(g) for g in grad_scales]
+        self.grad_scale = torch.tensor(scales, device=self.device, dtype=torch.float32)
         self._previous_mean_grad: list[list[torch.Tensor]] | None = None
         self.steps_done = 0
 
@@ -139,12 +142,7 @@ class PopulationTrainer:
             init_parameters(module, torch.Generator().manual_seed(int(init_seed)), scale)
             modules.append(module)
             data_seeds.append(int(data_seed))
-        trainer = cls(modules, data, batch_size, data_seeds, **kwargs)
-        if grad_scales is not None:
-            trainer.grad_scale = torch.tensor(
-                [float(g) for g in grad_scales], device=trainer.device, dtype=torch.float32
-            )
-        return trainer
+        return cls(modules, data, batch_size, data_seeds, grad_scales=grad_scales, **kwargs)
 
     # ----------------------------------------------------------------- training
     def probe(self) -> tuple[torch.Tensor, LayerStats]:

@@ -31,6 +31,7 @@ from torch import nn
 
 from ganno_env.config import ACTION_MODES
 from ganno_env.controllers import Controller
+from ganno_env.decision import box_action_range
 from ganno_env.features import FEATURE_SETS, FEATURES_VERSION, feature_names
 from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, env_version
 
@@ -223,11 +224,9 @@ class PolicyController(Controller):
             return int(torch.multinomial(torch.softmax(out, -1), 1, generator=self.rng))
         mean, log_std = out[:1], out[1:]
         value = mean if self.greedy else mean + log_std.exp() * torch.randn(1, generator=self.rng)
-        if self.action_mode == "log_lr":  # log10 of the LR
-            low, high = np.log10(self.payload["lr_bounds"])
-        else:  # ln of the LR factor
-            factors = self.payload["lr_factors"]
-            low, high = np.log(min(factors)), np.log(max(factors))
+        low, high = box_action_range(
+            self.action_mode, self.payload["lr_factors"], self.payload["lr_bounds"]
+        )
         return np.clip(value.numpy(), low, high).astype(np.float32)
 
 
