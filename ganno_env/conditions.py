@@ -33,6 +33,9 @@ CONDITION_FIELDS = (
 )
 CONDITIONS_VERSION = "conditions_v0"
 DEFAULT_INITIAL_LR = 0.01
+# Seeds from here up are the benchmark's (held out): an env that draws its own seeds (reset
+# without one, as in training) stays below it.
+HELD_OUT_SEED_START = 1_000_000
 SPEC_KINDS = ("choice", "log_uniform", "uniform", "int_uniform")
 
 

@@ -136,6 +136,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 
 from ganno_env.conditions import (
     CONDITION_FIELDS,
+    HELD_OUT_SEED_START,
     InitialConditions,
     check_condition_values,
     check_lrs_in_bounds,
@@ -244,16 +245,16 @@ class raw_env(ParallelEnv):
                 f"reset(options=...) got a {type(options).__name__}; allowed: None or a dict "
                 "such as {'initial_lr': 1e-3} or {'conditions': [{...}, ...]}"
             )
+        n = self.config.population
         if seed is not None:
             self.np_random, _ = seeding.np_random(seed)
             base_seed = int(seed)
-        else:
-            base_seed = int(self.np_random.integers(2**31 - 1))
+        else:  # drawn (training): below the benchmark's held-out seeds, also base_seed + i
+            base_seed = int(self.np_random.integers(max(HELD_OUT_SEED_START - n, 1)))
         conditions = self._episode_conditions(base_seed, options or {})
         first = conditions[0]
         task = self._resolve_task(first.task)
         data = task.load_data()
-        n = self.config.population
         self.trainer = PopulationTrainer.build(
             lambda: task.build_model(first.width, first.depth, data),
             data,

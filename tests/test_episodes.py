@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from ganno_env import DataSplits, Task, layerwise_lr_v1
+from ganno_env.conditions import HELD_OUT_SEED_START
 
 
 def run_episode(env, seed, options=None, action_seed=0):
@@ -49,6 +50,16 @@ def test_unseeded_resets_continue_a_reproducible_sequence():
     first = lrs(layerwise_lr_v1.parallel_env())
     assert first == lrs(layerwise_lr_v1.parallel_env())
     assert len(set(first)) == 3
+
+
+def test_seeds_the_env_draws_itself_stay_below_the_held_out_ones():
+    """Training resets without a seed; its networks must never start from a benchmark seed."""
+    env = layerwise_lr_v1.parallel_env(population=3, max_cycles=1, interval=1)
+    env.reset(seed=0)
+    drawn = [c.seed for _ in range(30) for c in (env.reset(), env.episode_conditions)[1]]
+    assert len(set(drawn)) > 30 and max(drawn) < HELD_OUT_SEED_START
+    env.reset(seed=HELD_OUT_SEED_START)  # an explicit seed (the benchmark's) is kept
+    assert [c.seed for c in env.episode_conditions] == [HELD_OUT_SEED_START + i for i in range(3)]
 
 
 @pytest.mark.parametrize("task", ["digits_mlp", "digits_cnn"])
