@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[rllib,dev,torchrl,sb3,skrl]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[rllib,dev,torchrl,sb3,skrl,lightning,hf]'
 	touch $@
 
 run: install
