@@ -12,5 +12,28 @@ library only when used (a missing one raises ImportError naming the extra to ins
 * `ganno_env.integrations.benchmarl`: `GannoTask`, a BenchMARL task (extra `benchmarl`,
   in its own environment: BenchMARL pins an older TorchRL).
 
+`GannoScheduler` as a callback of a training framework (also importable from here, which
+imports the framework only on first use):
+
+* `ganno_env.integrations.lightning`: `GannoLightningCallback`, for PyTorch Lightning's
+  `Trainer` (extra `lightning`).
+* `ganno_env.integrations.hf`: `GannoTrainerCallback`, for the Hugging Face `Trainer`
+  (extra `hf`).
+
 The docs/ folder has one page per library with a training example.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {"GannoLightningCallback": "lightning", "GannoTrainerCallback": "hf"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a callback's module (and its framework) when the callback is first asked for."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
