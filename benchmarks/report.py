@@ -13,7 +13,9 @@ profiles (see `benchmarks.stats`).
 
 The oracle is taken from the runner's `oracle_grid` records: per condition the grid LR with
 the lowest mean final *validation* loss over seeds; its *test* loss is reported as a
-reference, never as a competitor (picking on test loss would flatter it).
+reference, never as a competitor (picking on test loss would flatter it). The tuned cosine
+schedules (`cosine_tuned`, `warmup_cosine_tuned`) are picked from their grids the same way
+and reported as references with their tuning cost: one run per grid LR.
 
     build_report("runs/quick/results.jsonl", load_suite("quick"), "runs/quick")
     print(summary_table(summary))
@@ -31,12 +33,16 @@ from typing import Any
 import numpy as np
 
 from benchmarks import stats
-from benchmarks.suites import Suite
+from benchmarks.suites import TRAINING_REFERENCE, Suite, differences_from_training
 
 __all__ = ["build_report", "summary_table"]
 
 ORACLE = "oracle"
 GRID = "oracle_grid"
+TUNED = ("cosine_tuned", "warmup_cosine_tuned")
+# Grid controllers of the runner -> the name of the picked (best val loss) LR in the report.
+PICKED = {GRID: ORACLE, **{name: name for name in TUNED}}
+REFERENCES = (*TUNED, ORACLE)  # tuned on the suite's own runs: reported, never bolded
 HEATMAP_BASELINES = ("constant", "cosine", "bold_driver", "lars", ORACLE)
 CONFIDENCE = 0.95
 
@@ -102,10 +108,11 @@ def _ci(scores: np.ndarray, reps: int, seed: int) -> list[float]:
 
 
 def _order(names: set[str], reference: str) -> list[str]:
-    """Reference first, then its relatives (ganno_global), the rest by name, the oracle last."""
-    others = sorted(n for n in names if n != ORACLE)
+    """Reference first, then its relatives (ganno_global), the rest by name, then the tuned
+    references and the oracle."""
+    others = sorted(n for n in names if n not in REFERENCES)
     key = {n: (0 if n == reference else 1 if n.startswith(reference) else 2, n) for n in others}
-    return sorted(others, key=key.__getitem__) + ([ORACLE] if ORACLE in names else [])
+    return sorted(others, key=key.__getitem__) + [n for n in REFERENCES if n in names]
 
 
 def _metrics(
@@ -160,9 +167,10 @@ def _metrics(
 
 
 def _collect(records: list[dict], suite: Suite, notes: list[str]):
-    """Index the suite version's records: (cond, controller) -> {seed: record}, and the grid."""
+    """Index the suite version's records: (cond, controller) -> {seed: record}, and per grid
+    controller (cond, variant) -> {seed: record}."""
     runs: dict[tuple[str, str], dict[int, dict]] = {}
-    grid: dict[tuple[str, str], dict[int, dict]] = {}
+    grids: dict[str, dict[tuple[str, str], dict[int, dict]]] = {}
     other_versions = sum(r.get("suite_version") != suite.version for r in records)
     if other_versions:
         notes.append(f"{other_versions} records of other suite versions ignored.")
@@ -177,15 +185,17 @@ def _collect(records: list[dict], suite: Suite, notes: list[str]):
             continue
         if ctrl == ORACLE:
             raise ValueError(f"controller name {ORACLE!r} is reserved for the picked grid LR")
-        key = (cond, r.get("variant", "")) if ctrl == GRID else (cond, ctrl)
-        bucket = (grid if ctrl == GRID else runs).setdefault(key, {})
+        if ctrl in PICKED:
+            bucket = grids.setdefault(ctrl, {}).setdefault((cond, r.get("variant", "")), {})
+        else:
+            bucket = runs.setdefault((cond, ctrl), {})
         duplicates += r["seed"] in bucket
         bucket[r["seed"]] = r  # a repeated key: the later line wins
     if unknown:
         notes.append(f"records of conditions outside the suite ignored: {sorted(unknown)}.")
     if duplicates:
         notes.append(f"{duplicates} repeated (condition, controller, seed) records: kept the last.")
-    return runs, grid
+    return runs, grids
 
 
 def _pick_oracle(
@@ -210,15 +220,23 @@ def _summarise(
 ) -> tuple[dict, dict, dict[str, np.ndarray]]:
     """(summary, runs by (condition, controller) then seed, overall test-loss matrices)."""
     notes: list[str] = []
-    runs, grid = _collect(records, suite, notes)
-    oracle_lr: dict[str, float | None] = {}
-    for cond in suite.conditions:
-        lr, picked = _pick_oracle(grid, cond)
-        oracle_lr[cond] = lr
-        if picked:
-            runs[(cond, ORACLE)] = picked
-        elif any(c == cond for c, _ in runs):
-            notes.append(f"{cond}: no {GRID} records, so no oracle, target or normalised score.")
+    runs, grids = _collect(records, suite, notes)
+    picked_lr: dict[str, dict[str, float | None]] = {}
+    for grid_ctrl, name in PICKED.items():
+        grid = grids.get(grid_ctrl, {})
+        if not grid and grid_ctrl != GRID:
+            continue  # the tuned baselines are optional
+        picked_lr[name] = {}
+        for cond in suite.conditions:
+            lr, picked = _pick_oracle(grid, cond)
+            picked_lr[name][cond] = lr
+            if picked:
+                runs[(cond, name)] = picked
+            elif name == ORACLE and any(c == cond for c, _ in runs):
+                notes.append(
+                    f"{cond}: no {GRID} records, so no oracle, target or normalised score."
+                )
+    oracle_lr = picked_lr.pop(ORACLE)
     conditions = [c for c in suite.conditions if any(k[0] == c for k in runs)]
     missing = [c for c in suite.conditions if c not in conditions]
     if missing:
@@ -354,6 +372,8 @@ def _summarise(
         "seeds": seeds,
         "controllers": controllers,
         "oracle_lr": oracle_lr,
+        "tuned_lr": picked_lr,
+        "tuning_runs": len(suite.oracle_grid),
         "target_factor": suite.target_factor,
         "overall": overall,
         "per_condition": per_condition,
@@ -411,7 +431,7 @@ def _rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     rows = []
     for ctrl in summary["controllers"]:
         m = summary["overall"].get(ctrl, {})
-        name = f"{ctrl} (reference)" if ctrl == "oracle" else ctrl
+        name = f"{ctrl} (reference)" if ctrl in REFERENCES else ctrl
         if "iqm_test_loss" not in m:
             lacks = ", ".join(m.get("missing_conditions", []))
             rows.append([name, f"n/a (no results on {lacks})", "", "", "", ""])
@@ -466,18 +486,71 @@ def _inputs_section(inputs: Mapping[str, Mapping[str, Any]] | None) -> list[str]
     ]
 
 
+def _differences(suite: Suite) -> dict[str, list[str]]:
+    """`differences_from_training` per condition; {} for a suite whose conditions this
+    package cannot resolve (a report rebuilt from records alone)."""
+    try:
+        return {cond: differences_from_training(suite, cond) for cond in suite.conditions}
+    except ValueError:
+        return {}
+
+
+def _tuned_lines(summary: dict) -> list[str]:
+    """One line per tuned schedule: the reference zero-shot against K runs of tuning."""
+    ref, k = summary["reference"], summary.get("tuning_runs")
+    lines = []
+    for name in TUNED:
+        a = summary["overall"].get(ref, {}).get("iqm_test_loss")
+        b = summary["overall"].get(name, {}).get("iqm_test_loss")
+        p = summary["probability_of_improvement"].get(name, {}).get("overall")
+        if not a or not b or not p:
+            continue
+        lines.append(
+            f"**Zero-shot {ref} against {name} tuned with {k} runs per condition and seed**: "
+            f"IQM test loss {_fmt(a[0])} against {_fmt(b[0])}; P({ref} better) "
+            f"{_fmt_ci(p, 2)}."
+        )
+    return [*lines, ""] if lines else []
+
+
+def _differences_section(summary: dict) -> list[str]:
+    """How each condition differs from training: where "harder" or "unseen" comes from."""
+    differences = summary.get("differences_from_training")
+    if not differences:
+        return []
+    rows = [[cond, "; ".join(d) or "none"] for cond, d in differences.items()]
+    return [
+        "## How each condition differs from training",
+        "",
+        f"Training: {summary.get('training_reference', '')}",
+        "",
+        *_md_table(["condition", "differences"], rows),
+        "",
+    ]
+
+
 def _markdown(summary: dict, plots: dict[str, str]) -> str:
     ref = summary["reference"]
     conds = summary["conditions"]
-    competitors = [c for c in summary["controllers"] if c != ORACLE]
+    competitors = [c for c in summary["controllers"] if c not in REFERENCES]
+    tuned = [c for c in summary["controllers"] if c in TUNED]
     n_seeds = {c: len(s) for c, s in summary["seeds"].items()}
+    k = summary.get("tuning_runs")
+    references = "the oracle: the best constant LR per condition picked on validation loss"
+    if tuned:
+        references = (
+            f"the references {', '.join(tuned)} (the schedule's peak LR tuned per condition on "
+            f"validation loss: {k} runs per seed, one per grid LR) and {references}"
+        )
     out = [
         f"# Benchmark report: {summary['suite']} ({summary['version']})",
         "",
         f"Ran {len(competitors)} controllers ({', '.join(competitors)}) on {len(conds)} "
-        f"conditions ({', '.join(f'{c}: {n_seeds[c]} seeds' for c in conds)}), plus the "
-        f"oracle: the best constant LR per condition picked on validation loss.",
+        f"conditions ({', '.join(f'{c}: {n_seeds[c]} seeds' for c in conds)}), plus "
+        f"{references}.",
         "",
+        *_tuned_lines(summary),
+        *_differences_section(summary),
         *_inputs_section(summary.get("inputs")),
         "## Overall",
         "",
@@ -498,7 +571,8 @@ def _markdown(summary: dict, plots: dict[str, str]) -> str:
         "",
         "## Per condition: IQM test loss",
         "",
-        "Best competitor per condition in bold (the oracle is a reference, never bolded).",
+        "Best competitor per condition in bold (the tuned schedules and the oracle are "
+        "references, never bolded).",
         "",
     ]
     rows = []
@@ -507,7 +581,7 @@ def _markdown(summary: dict, plots: dict[str, str]) -> str:
         vals = {
             c: m["iqm_test_loss"][0]
             for c, m in summary["per_condition"][cond].items()
-            if c != ORACLE and m["iqm_test_loss"][0] is not None
+            if c not in REFERENCES and m["iqm_test_loss"][0] is not None
         }
         best[cond] = min(vals.values()) if vals else None
     for ctrl in summary["controllers"]:
@@ -518,7 +592,7 @@ def _markdown(summary: dict, plots: dict[str, str]) -> str:
                 row.append("-")
                 continue
             text = _fmt_ci(m["iqm_test_loss"])
-            bold = ctrl != ORACLE and m["iqm_test_loss"][0] is not None
+            bold = ctrl not in REFERENCES and m["iqm_test_loss"][0] is not None
             row.append(f"**{text}**" if bold and m["iqm_test_loss"][0] == best[cond] else text)
         rows.append(row)
     out += _md_table(["controller", *conds], rows)
@@ -533,12 +607,18 @@ def _markdown(summary: dict, plots: dict[str, str]) -> str:
         out += _md_table(["baseline", "overall", *conds], rows)
     else:
         out.append(f"No results for {ref!r}.")
-    out += ["", "## Oracle", "", "| condition | LR (best mean final val loss) | target val loss |"]
-    out.append("|---|---|---|")
+    out += ["", "## Oracle and tuned LRs", ""]
+    tuned_lr = summary.get("tuned_lr", {})
+    header = ["condition", "oracle LR (best mean final val loss)", "target val loss"]
+    header += [f"{name} peak LR" for name in tuned_lr]
+    rows = []
     for cond, lr in summary["oracle_lr"].items():
         o = summary["per_condition"].get(cond, {}).get(ORACLE)
         tgt = o["steps_to_target"]["target"] if o and o["steps_to_target"] else None
-        out.append(f"| {cond} | {_fmt(lr, 3) if lr is not None else 'n/a'} | {_fmt(tgt)} |")
+        row = [cond, _fmt(lr, 3) if lr is not None else "n/a", _fmt(tgt)]
+        row += [_fmt(lrs.get(cond), 3) if lrs.get(cond) else "n/a" for lrs in tuned_lr.values()]
+        rows.append(row)
+    out += _md_table(header, rows)
     out += ["", "## Plots", ""]
     out += [f"- [{label}]({path})" for label, path in plots.items()]
     out += [
@@ -833,6 +913,11 @@ def build_report(
                 stale[r.get("controller")] = stale.get(r.get("controller"), 0) + 1
         records = current
     summary, runs, matrices = _summarise(records, suite, reference, reps, seed)
+    summary["training_reference"] = TRAINING_REFERENCE
+    summary["differences_from_training"] = _differences(suite)
+    if summary["differences_from_training"]:
+        for cond, reason in suite.unavailable().items():
+            summary["notes"].append(f"{cond} skipped: {reason}.")
     if inputs is not None:  # near the top of summary.json: what the numbers come from
         used = sorted({r["controller"] for r in records})
         head = {k: summary.pop(k) for k in ("suite", "version")}
@@ -887,7 +972,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     out = args.out or str(Path(args.results).parent)
     suite = load_suite(args.suite)
-    inputs = run_inputs(suite, controller_names(args.policy), args.policy, args.device)
+    names = controller_names(args.policy, suite)
+    inputs = run_inputs(suite, names, args.policy, args.device)
     summary = build_report(args.results, suite, out, args.reference, args.reps, inputs=inputs)
     print(summary_table(summary))
     print(f"\nwrote {Path(out) / 'report.md'}, {Path(out) / 'summary.json'} and plots/")

@@ -16,7 +16,13 @@ SIGKILL, so no orphan keeps computing.
 
 The oracle ("best constant LR per condition") runs every LR of the suite's grid as variant
 `lr=...` of controller `oracle_grid`; the report picks, per condition, the LR with the best
-mean final *val* loss and reports its *test* loss, as a reference, not a competitor.
+mean final *val* loss and reports its *test* loss, as a reference, not a competitor. The
+tuned baselines `cosine_tuned` and `warmup_cosine_tuned` run the same grid as their peak LR
+and are picked the same way: what a practitioner gets from tuning a cosine schedule with
+one run per grid LR (`GRID_CONTROLLERS`).
+
+Conditions whose data files are missing (CIFAR-10 without its files) are skipped with a
+message; the report lists them.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.suites import Suite, digest
+from ganno_env.conditions import DEFAULT_INITIAL_LR, check_lrs_in_bounds
+from ganno_env.config import EnvConfig
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
 from ganno_env.features import FEATURES_VERSION
 from ganno_env.layerwise_lr import env_version
@@ -50,6 +58,14 @@ from ganno_env.rollout import RunResult, make_env, rollout
 RESULTS = "results.jsonl"
 SHAPE_KEYS = ("task", "width", "depth", "batch_size")
 POLICY_CONTROLLERS = ("ganno", "ganno_global")
+# Controllers that run every LR of the suite's grid (variant "lr=..."), and the hand-made
+# schedule each runs; the report keeps, per condition, the LR with the best mean val loss.
+GRID_CONTROLLERS = {
+    "oracle_grid": "constant",
+    "cosine_tuned": "cosine",
+    "warmup_cosine_tuned": "warmup_cosine",
+}
+TUNED = ("cosine_tuned", "warmup_cosine_tuned")
 # What a result depends on besides its run (condition, controller, seed, variant).
 INPUT_FIELDS = (
     "suite_hash",
@@ -78,20 +94,28 @@ class Unit:
         return len(self.seeds)
 
 
-def controller_names(policy: str | None) -> list[str]:
-    """Every controller a suite runs: the hand-made ones, GANNO with a policy, the oracle."""
+def controller_names(policy: str | None, suite: Suite | None = None) -> list[str]:
+    """The controllers a suite runs by default: the hand-made ones, GANNO with a policy, the
+    tuned cosine schedules where the suite asks for them (`tuned_baselines`), the oracle."""
     names = sorted(HAND_MADE)
     if policy is not None:
         names += list(POLICY_CONTROLLERS)
+    if suite is not None and suite.tuned_baselines:
+        names += list(TUNED)
     return names + ["oracle_grid"]
+
+
+def known_controllers() -> list[str]:
+    """Every controller name `--controllers` accepts."""
+    return sorted(HAND_MADE) + list(POLICY_CONTROLLERS) + list(TUNED) + ["oracle_grid"]
 
 
 def check_controllers(names: Iterable[str], policy: str | None) -> None:
     """ValueError for unknown controllers, or GANNO ones without a policy, before any work."""
     names = list(names)
-    unknown = sorted(set(names) - set(controller_names("x")))
+    unknown = sorted(set(names) - set(known_controllers()))
     if unknown:
-        raise ValueError(f"unknown controllers {unknown}; known: {controller_names('x')}")
+        raise ValueError(f"unknown controllers {unknown}; known: {known_controllers()}")
     needs_policy = sorted(set(POLICY_CONTROLLERS) & set(names))
     if needs_policy and policy is None:
         raise ValueError(f"controllers {needs_policy} need --policy FILE")
@@ -112,8 +136,8 @@ def make(controller: str, policy: str | None) -> Controller:
         return load_policy(policy)
     if controller == "ganno_global":
         return load_policy(policy, tie_layers=True)
-    if controller == "oracle_grid":
-        return make_controller("constant")
+    if controller in GRID_CONTROLLERS:
+        return make_controller(GRID_CONTROLLERS[controller])
     return make_controller(controller)
 
 
@@ -129,15 +153,31 @@ def controller_params(controller: Controller) -> dict[str, Any]:
     return params
 
 
-def env_settings(suite: Suite, controller: Controller, device: str) -> dict[str, Any]:
-    """The env keyword arguments every run of `controller` on `suite` trains with, as
-    `make_env` combines them (the per-run initial conditions are in each result)."""
+def env_settings(
+    suite: Suite, controller: Controller, device: str, condition: str | None = None
+) -> dict[str, Any]:
+    """The env keyword arguments the runs of `controller` on `suite` (on `condition`, with
+    its own episode settings) train with, as `make_env` combines them (the per-run initial
+    conditions are in each result)."""
     return {
         **controller.env_defaults(),
-        **suite.env,
+        **(suite.env if condition is None else suite.env_for(condition)),
         **controller.env_requirements(),
         "device": device,
     }
+
+
+def check_initial_lrs(suite: Suite, name: str, controller: Controller, device: str) -> None:
+    """ValueError, before any run, when a condition (or the grid) starts outside the LR
+    bounds that `controller`'s env would clip to."""
+    for condition in suite.conditions:
+        bounds = env_settings(suite, controller, device, condition).get("lr_bounds")
+        bounds = bounds or EnvConfig.lr_bounds
+        spec = suite.condition(condition).specs.get("initial_lr", DEFAULT_INITIAL_LR)
+        where = f"suite {suite.name!r}, condition {condition!r}, controller {name!r}"
+        check_lrs_in_bounds(spec, bounds, where)
+        if name in GRID_CONTROLLERS:
+            check_lrs_in_bounds(list(suite.oracle_grid), bounds, f"{where}, its LR grid")
 
 
 def run_inputs(
@@ -155,6 +195,7 @@ def run_inputs(
     inputs = {}
     for name in controllers:
         controller = make(name, policy)
+        check_initial_lrs(suite, name, controller, device)
         settings = env_settings(suite, controller, device)
         # the env a controller runs on: a policy's own version, else the current one
         features_version = settings.get("features_version", FEATURES_VERSION)
@@ -207,15 +248,22 @@ def plan(
     controllers: Iterable[str],
     done: set[tuple],
     inputs: Mapping[str, Mapping[str, Any]],
+    skip: Iterable[str] = (),
 ) -> list[Unit]:
-    """The units still to run: runs whose key (with the controller's `inputs`) is not done."""
+    """The units still to run: runs whose key (with the controller's `inputs`) is not done,
+    except on the conditions in `skip`."""
     units = []
+    skip = set(skip)
     for condition in suite.conditions:
+        if condition in skip:
+            continue
         starts = {seed: suite.initial_conditions(condition, seed) for seed in suite.seeds}
         for controller in controllers:
             current = inputs[controller]
             variants = (
-                [f"lr={lr:g}" for lr in suite.oracle_grid] if controller == "oracle_grid" else [""]
+                [f"lr={lr:g}" for lr in suite.oracle_grid]
+                if controller in GRID_CONTROLLERS
+                else [""]
             )
             groups: dict[tuple, list[tuple[int, str, dict]]] = {}
             for seed, start in starts.items():
@@ -252,7 +300,7 @@ def run_unit(
     controller = make(unit.controller, policy)
     first = dict(unit.conditions[0])
     shape = {k: first[k] for k in SHAPE_KEYS if k != "task"}
-    settings = env_settings(suite, controller, device)
+    settings = env_settings(suite, controller, device, unit.condition)
     env = make_env(controller, task=first["task"], conditions=shape, population=unit.size,
                    num_threads=threads, **settings)  # fmt: skip
     began = time.perf_counter()
@@ -338,15 +386,18 @@ def run_suite(
     one file.
     """
     policy = str(resolve_policy_path(policy)) if policy is not None else None  # "pretrained"
-    names = list(controllers) if controllers is not None else controller_names(policy)
+    names = list(controllers) if controllers is not None else controller_names(policy, suite)
     check_controllers(names, policy)
     inputs = run_inputs(suite, names, policy, device)  # also fails on a bad policy file
+    skipped = suite.unavailable()
+    for condition, reason in skipped.items():
+        print(f"ganno: skipping condition {condition!r}: {reason}", file=sys.stderr)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS
     drop_partial_line(path)
     done = {run_key(r) for r in read_results(path)}
-    units = plan(suite, names, done, inputs)
+    units = plan(suite, names, done, inputs, skip=skipped)
     progress = Progress(sum(u.size for u in units))
 
     def finished(unit: Unit, records: list[dict]) -> None:

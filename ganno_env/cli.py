@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ganno_env.conditions import FileProblems
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import MAPPINGS, resolve_policy_path
@@ -129,10 +130,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 2
     get_preset, train = rllib
     preset = get_preset(args.preset, seed=args.seed)
-    if args.conditions is not None:  # merged into the preset's env_config, so run.json has it
+    # Overrides are merged into the preset's env_config, so run.json and policy.pt record them.
+    env_config = dict(preset.env_config)
+    if args.conditions is not None:
         from rllib_configs.ppo import training_env_config
 
-        env_config = training_env_config(preset, args.conditions)
+        if args.conditions.endswith(".json") or os.path.exists(args.conditions):
+            from ganno_env.conditions import load_training_conditions
+
+            task = env_config.get("task", "digits_mlp")
+            env_config["conditions"] = load_training_conditions(args.conditions, task)
+        else:
+            env_config = training_env_config(preset, args.conditions)
+    if args.lr_factors is not None:
+        env_config["lr_factors"] = list(args.lr_factors)
+    if args.population is not None:
+        env_config["population"] = args.population
+    if env_config != preset.env_config:
+        from ganno_env.config import EnvConfig
+
+        EnvConfig.from_kwargs(env_config)  # a bad override fails here, before Ray starts
         preset = get_preset(args.preset, seed=args.seed, env_config=env_config)
     try:
         train(preset, args.mapping, args.out, args.stop_iters, args.address,
@@ -224,11 +241,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     suite = load_suite("quick" if args.quick else args.suite or "unseen")
     if args.seeds is not None:
         suite = suite.with_seeds(args.seeds)
+    if args.data_dir is not None:
+        if not os.path.isdir(args.data_dir):
+            raise UsageError(f"--data-dir {args.data_dir!r} is not a folder")
+        suite = suite.with_data_dir(args.data_dir)
     policy = _policy_file(args.policy)
     controllers = args.controllers.split(",") if args.controllers else None
-    check_controllers(controllers or controller_names(policy), policy)
+    check_controllers(controllers or controller_names(policy, suite), policy)
     check_device(args.device)
-    inputs = run_inputs(suite, controller_names(policy), policy, args.device)  # loads policy
+    names = sorted(set(controller_names(policy, suite)) | set(controllers or []))
+    inputs = run_inputs(suite, names, policy, args.device)  # loads policy, checks LRs
     start = time.perf_counter()
     with folder_lock(args.out) as out:
         try:
@@ -278,15 +300,35 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--stop-iters", type=_positive_int, default=None)
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
     train.add_argument("--seed", type=_seed, default=0, help="RLlib's seed, recorded in run.json")
-    conditions_help = "training conditions by name (default: the preset's); not held-out ones"
+    conditions_help = (
+        "training conditions: a name of conditions_v0.json or a .json file holding "
+        '{"specs": {...}} (default: the preset\'s); never held-out values'
+    )
     train.add_argument("--conditions", default=None, help=conditions_help)
+    train.add_argument(
+        "--lr-factors",
+        type=_floats,
+        default=None,
+        help="the agents' LR factors, comma-separated (default: the preset's)",
+    )
+    train.add_argument("--population", type=_positive_int, default=None,
+                       help="networks per env (default: the preset's)")  # fmt: skip
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out")
     again.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     train.set_defaults(func=cmd_train)
 
     bench = commands.add_parser("bench", help="benchmark controllers on a suite of conditions")
-    bench.add_argument("--suite", default=None, help="suite name (default: unseen)")
+    bench.add_argument(
+        "--suite",
+        default=None,
+        help="a shipped suite's name or a suite .json file (default: unseen)",
+    )
+    bench.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with MNIST / CIFAR-10 files (their conditions run then)",
+    )
     bench.add_argument("--policy", default=None, help="a policy.pt to include as 'ganno'")
     bench.add_argument("--quick", action="store_true", help="the CI-sized 'quick' suite")
     bench.add_argument("--seeds", type=_positive_int, default=None, help="first N seeds only")
@@ -327,7 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(argv)
         code = args.func(args)
     except (UsageError, ValueError) as error:
-        print(f"ganno: error: {' '.join(str(error).split())}", file=sys.stderr)
+        lines = str(error).splitlines() if isinstance(error, FileProblems) else [str(error)]
+        for line in lines:  # a file's problems one per line, any other error on one line
+            print(f"ganno: error: {' '.join(line.split())}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         print("ganno: interrupted", file=sys.stderr)

@@ -113,14 +113,9 @@ class Condition:
 
     def __post_init__(self) -> None:
         for key, spec in self.specs.items():
-            where = f"condition {self.name!r}"
-            if isinstance(spec, dict):
-                if len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
-                    raise ValueError(f"{where}: {key}={spec!r}; allowed spec kinds: {SPEC_KINDS}")
-                for value in support(spec):
-                    check_condition_values({key: value}, where)
-            else:
-                check_condition_values({key: spec}, where)
+            problems = spec_problems(key, spec)
+            if problems:
+                raise ValueError(f"condition {self.name!r}: {key}: {problems[0]}")
 
     def sample(self, rng: np.random.Generator, seed: int) -> InitialConditions:
         """Draw one start; `seed` is used unless the condition fixes or samples the seed."""
@@ -133,6 +128,37 @@ class Condition:
     def values_of(self, key: str) -> list[Any]:
         """The values (or the [lo, hi] range) a field can take; [] if not set."""
         return support(self.specs[key]) if key in self.specs else []
+
+
+def spec_problems(key: str, spec: Any) -> list[str]:
+    """What is wrong with one field's spec: a value, or {"choice": [...]},
+    {"log_uniform": [lo, hi]}, {"uniform": [lo, hi]}, {"int_uniform": [lo, hi]} ([] if
+    nothing). Ranges must be [low, high] with low < high (one value is written as itself)."""
+    if isinstance(spec, Mapping):
+        if len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+            return [f"{spec!r}; allowed: a value or one of {SPEC_KINDS}"]
+        kind, arg = next(iter(spec.items()))
+        if not isinstance(arg, (list, tuple)) or not arg:
+            return [f"{kind} {arg!r} is empty; allowed: a non-empty list"]
+        if kind != "choice":
+            if len(arg) != 2 or not all(_is_number(v) for v in arg):
+                return [f"{kind} {arg!r}; allowed: [low, high], two numbers"]
+            if arg[0] > arg[1]:
+                return [f"{kind} {arg!r} is inverted; allowed: [low, high] with low < high"]
+            if arg[0] == arg[1]:
+                return [f"{kind} {arg!r} is empty; allowed: low < high (one value: write it)"]
+            if kind == "log_uniform" and arg[0] <= 0:
+                return [f"log_uniform {arg!r}; allowed: 0 < low < high"]
+        values = list(arg)  # the choices, or the two ends of the range
+    else:
+        values = [spec]
+    problems = []
+    for value in values:
+        try:
+            check_condition_values({key: value}, "x")
+        except ValueError as error:
+            problems.append(str(error).removeprefix("x: "))
+    return problems
 
 
 def draw(spec: Any, rng: np.random.Generator) -> Any:
@@ -243,6 +269,14 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float, np.integer, np.floating))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
 def _is_positive_number(value: Any) -> bool:
     return (
         isinstance(value, (int, float, np.integer, np.floating))
@@ -250,3 +284,111 @@ def _is_positive_number(value: Any) -> bool:
         and math.isfinite(value)
         and value > 0
     )
+
+
+# ---------------------------------------------------------------- training files
+
+
+class FileProblems(ValueError):
+    """A user file (a suite, training conditions) with problems: one line per problem, so
+    the command line can print each on a line of its own."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(f"{where}: {p}" for p in self.problems))
+
+
+TRAINING_FILE_KEYS = ("specs", "description")
+TRAINING_FIELDS = ("task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth")
+
+
+def held_out_overlap(condition: Condition, task: str = "digits_mlp") -> list[str]:
+    """The held-out starts that training on `condition` could draw, one line each.
+
+    A held-out start is drawn in training when every field of it (those its condition leaves
+    alone at the task's defaults) lies in the training condition's support. For SGD the
+    step that counts is LR x grad_scale, so that product's range must also stay apart from
+    the held-out LRs. `task` is the env's task where the condition sets none.
+    """
+    from ganno_env.tasks import get_task
+
+    def default(key: str, task_name: str) -> Any:
+        t = get_task(task_name)
+        defaults = {"task": t.name, "initial_lr": DEFAULT_INITIAL_LR, "init_scale": 1.0,
+                    "grad_scale": 1.0, "batch_size": t.batch_size, "width": t.width,
+                    "depth": t.depth}  # fmt: skip
+        return defaults[key]
+
+    problems = []
+    for held in held_out_conditions():
+        combos = [{}]
+        for key, spec in held.specs.items():
+            combos = [{**c, key: value} for c in combos for value in support(spec)]
+        for start in combos:
+            held_task = start.get("task", task)
+            train_task = condition.specs.get("task", task)
+            drawable = True
+            for key in TRAINING_FIELDS:
+                value = start.get(key, default(key, held_task))
+                if key in condition.specs:
+                    spec = condition.specs[key]
+                else:
+                    spec = default(key, train_task if isinstance(train_task, str) else task)
+                if not in_support(spec, value):
+                    drawable = False
+                    break
+            if drawable:
+                shown = ", ".join(f"{k}={v!r}" for k, v in start.items())
+                problems.append(f"it can draw {shown}, a start of held-out condition {held.name!r}")
+                break
+    scale = condition.specs.get("grad_scale", 1.0)
+    lr = condition.specs.get("initial_lr", DEFAULT_INITIAL_LR)
+    if isinstance(lr, (list, tuple)):
+        lr = {"choice": list(lr)}
+    for held in held_out_conditions():
+        if set(held.specs) != {"initial_lr"}:
+            continue  # only the LR-defined held-out conditions fix the step size alone
+        for value in support(held.specs["initial_lr"]):
+            low = min(support(lr)) * min(support(scale))
+            high = max(support(lr)) * max(support(scale))
+            if support(scale) != [1.0] and low <= value <= high:
+                problems.append(
+                    f"its effective LR (initial_lr x grad_scale, {low:g}..{high:g}) reaches "
+                    f"{value:g}, an initial LR of held-out condition {held.name!r}"
+                )
+                break
+    return problems
+
+
+def load_training_conditions(path: str, task: str = "digits_mlp") -> dict[str, Any]:
+    """The field specs of a training-conditions file, after checking them.
+
+    The file holds one entry with the schema of `conditions_v0.json`'s entries:
+    ``{"specs": {...}, "description": "..."}``. ValueError, one line per problem, for
+    unknown keys, bad specs and any held-out start it could draw (training on it would make
+    the benchmark's unseen results seen).
+    """
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"--conditions file {path!r} does not exist") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--conditions file {path!r} is not readable JSON: {error}") from None
+    where = f"{path}"
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("specs"), Mapping):
+        raise ValueError(f'{where}: allowed: {{"specs": {{FIELD: SPEC, ...}}, "description": ...}}')
+    problems = [f"unknown key {key!r}; allowed: {TRAINING_FILE_KEYS}" for key in raw
+                if key not in TRAINING_FILE_KEYS]  # fmt: skip
+    problems += [f"specs: unknown field {key!r}; allowed: {TRAINING_FIELDS}"
+                 for key in raw["specs"] if key not in TRAINING_FIELDS]  # fmt: skip
+    if not problems:
+        try:
+            condition = Condition("training file", dict(raw["specs"]))
+        except ValueError as error:
+            problems.append(str(error))
+        else:
+            problems += [f"held out: {p}" for p in held_out_overlap(condition, task)]
+    if problems:
+        raise FileProblems(where, problems)
+    return dict(raw["specs"])

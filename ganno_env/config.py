@@ -104,12 +104,13 @@ class EnvConfig:
         get_task(self.task)
         if not isinstance(self.conditions, (str, Mapping)):
             raise ValueError(
-                f"conditions={self.conditions!r}; allowed: a condition name or a dict of values"
+                f"conditions={self.conditions!r}; allowed: a condition name or a dict of "
+                "field values or specs"
             )
         if isinstance(self.conditions, str):
             get_condition(self.conditions)
         else:
-            check_condition_values(self.conditions)
+            self.condition()  # ValueError naming a bad field, value or spec
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir={self.data_dir!r}; allowed: a folder path (str) or None")
         self._check_initial_lrs()
@@ -138,7 +139,8 @@ class EnvConfig:
         return cls(**kwargs)
 
     def condition(self) -> Condition:
-        """The condition episodes are drawn from (a dict becomes a fixed condition)."""
+        """The condition episodes are drawn from: a named one, or a dict of field values
+        or specs (`{"initial_lr": {"log_uniform": [1e-4, 0.3]}}`, as in the conditions file)."""
         if isinstance(self.conditions, str):
             return get_condition(self.conditions)
         return Condition("custom", dict(self.conditions))

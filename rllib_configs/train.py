@@ -303,6 +303,7 @@ def export_from(algo: Algorithm, path: Path, preset: Preset, mapping: str) -> Pa
         "iteration": algo.iteration,
         "hidden": list(preset.hidden),
         "conditions": env.get("conditions"),  # what it was trained on (`ganno train --conditions`)
+        "population": env.get("population"),
         # what a scheduler needs to pace decisions as in training
         "interval": int(env.get("interval", 25)),
         "max_cycles": int(env.get("max_cycles", 40)),

@@ -25,7 +25,10 @@ def one_line_error(capsys) -> str:
         (["--quick", "--policy", "{file}"], "is not a GANNO policy file"),
         (["--quick", "--out", "{file}"], "is a file"),
         (["--quick", "--out", "{file}/below"], "cannot be created"),
-        (["--suite", "nope"], "suite='nope' is unknown; known suites: ['quick'"),
+        (
+            ["--suite", "nope"],
+            "suite='nope' is unknown; allowed: a shipped suite ['harder', 'quick'",
+        ),
         (["--quick", "--suite", "unseen"], "--quick and --suite 'unseen' exclude each other"),
         (["--quick", "--seeds", "9"], "--seeds 9; allowed: 1..3"),
         (["--quick", "--seeds", "0"], "argument --seeds: '0': expected an int >= 1"),

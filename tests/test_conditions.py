@@ -74,8 +74,12 @@ def test_sampling_is_seeded_and_in_support():
 
 
 def test_bad_specs_name_the_condition_and_field():
-    with pytest.raises(ValueError, match="'mine'.*spec kinds"):
+    with pytest.raises(ValueError, match="'mine': initial_lr: .*gaussian.*one of"):
         Condition("mine", {"initial_lr": {"gaussian": [0, 1]}})
+    with pytest.raises(ValueError, match=r"'mine': depth: int_uniform \[5, 2\] is inverted"):
+        Condition("mine", {"depth": {"int_uniform": [5, 2]}})
+    with pytest.raises(ValueError, match=r"'mine': width: choice \[\] is empty"):
+        Condition("mine", {"width": {"choice": []}})
     with pytest.raises(ValueError, match="'mine'.*init_scale"):
         Condition("mine", {"init_scale": {"choice": [1.0, -1.0]}})
     assert set(CONDITION_FIELDS) == {
