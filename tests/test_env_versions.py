@@ -144,13 +144,13 @@ def test_registry_ids_make_each_version(env_id, size, name):
     assert aec.observation_space(aec.possible_agents[0]).shape == (size,)
 
 
-@pytest.mark.parametrize("version", [0, 3, "2", None])
+@pytest.mark.parametrize("version", [0, 9, "2", None])
 def test_an_unknown_features_version_fails_naming_the_known_ones(version):
-    with pytest.raises(ValueError, match=r"features_version=.*allowed: .*\[1, 2\]"):
+    with pytest.raises(ValueError, match=r"features_version=.*allowed: .*\[1, 2, 3\]"):
         raw_env(features_version=version)
-    with pytest.raises(ValueError, match=r"\[1, 2\]"):
+    with pytest.raises(ValueError, match=r"\[1, 2, 3\]"):
         DecisionCore("discrete", (0.5, 2.0), (1e-7, 10.0), 10.0, 40, version)
-    with pytest.raises(ValueError, match=r"\[1, 2\]"):
+    with pytest.raises(ValueError, match=r"\[1, 2, 3\]"):
         observation_features(np.ones((1, 1)), None, None, 1, 1, 0, 0.0, 0, version=version)
 
 
@@ -215,7 +215,7 @@ def test_a_v0_policy_drives_the_scheduler_on_features_v1(v0_policy):
     "change, message",
     [
         ({"env_version": "layerwise_lr_v9"}, r"'layerwise_lr_v9'.*\['layerwise_lr_v0', 'lay"),
-        ({"features_version": 7}, r"features v7 .* computes v1 .*served: \[1, 2\]"),
+        ({"features_version": 7}, r"features v7 .* computes v1 .*served: \[1, 2, 3\]"),
         ({"features_version": 2}, r"features v2 .*'layerwise_lr_v0' computes v1"),
     ],
 )  # fmt: skip
