@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from benchmarks.runner import read_results
-from benchmarks.suites import differences_from_training, load_suite
+from benchmarks.suites import differences_from_training, load_suite, parse_suite
 from ganno_env.cli import main
 from ganno_env.conditions import Condition, held_out_overlap, load_training_conditions
 from ganno_env.config import EnvConfig
@@ -222,3 +222,11 @@ def test_training_conditions_from_a_file_are_checked_against_the_held_out_ones(t
         with pytest.raises(ValueError, match=text.replace("(", r"\(")):
             load_training_conditions(str(write(tmp_path / f"bad{i}.json", content)))
     assert held_out_overlap(Condition("x", {"initial_lr": {"log_uniform": [1e-4, 0.3]}})) == []
+
+
+def test_the_readme_suite_example_is_a_valid_suite():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```json\n")[1:]]
+    example = next(json.loads(b) for b in blocks if '"mine_v0"' in b)
+    suite = parse_suite(example, "mine")
+    assert suite.conditions == ("big_lr", "long") and suite.env_for("long")["max_cycles"] == 120
