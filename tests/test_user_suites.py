@@ -230,3 +230,21 @@ def test_the_readme_suite_example_is_a_valid_suite():
     example = next(json.loads(b) for b in blocks if '"mine_v0"' in b)
     suite = parse_suite(example, "mine")
     assert suite.conditions == ("big_lr", "long") and suite.env_for("long")["max_cycles"] == 120
+
+
+def test_a_bad_training_conditions_file_is_one_line_per_problem_before_ray(tmp_path, capsys):
+    pytest.importorskip("ray")
+    bad = {"specs": {"batch_size": {"choice": [8, 32]}, "colour": 1}, "notes": "x"}
+    out = tmp_path / "run"
+    args = ["train", "--preset", "smoke", "--conditions", write(tmp_path / "c.json", bad)]
+    assert main([*map(str, args), "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("ganno: error: ") for line in lines), lines
+    assert "unknown key 'notes'" in lines[0] and "unknown field 'colour'" in lines[1]
+    assert not out.exists()
+    held_out = {"specs": {"batch_size": {"choice": [8, 32]}}}
+    args[-1] = write(tmp_path / "h.json", held_out)
+    assert main([*map(str, args), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "held-out condition 'batch_small'" in err
+    assert "Traceback" not in err and not out.exists()
