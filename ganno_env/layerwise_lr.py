@@ -110,6 +110,22 @@ val_limit=1000, num_threads=None, features_version=2)``
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
 
+### Read-only state
+What controllers, rollouts and library glue may read besides the PettingZoo API (arrays are
+per network [N] or per network and layer [N, L]; they change at `reset` and `step`):
+
+* `config`: the `EnvConfig` the env was built from.
+* `condition`: the `Condition` episodes draw their initial conditions from.
+* `max_layers`: layers per network that `possible_agents` covers.
+* `agent_index`: agent id -> (network, layer), for every possible agent.
+* `episode_conditions`: the `InitialConditions` of each network this episode.
+* `num_layers`, `inner_steps`, `num_moves`: layers this episode, optimiser steps and
+  decisions taken so far.
+* `lrs` [N, L], `last_log_factor` [N, L]: the LRs in force, ln of each layer's last factor.
+* `val_loss`, `train_loss` [N]: the capped losses of the last measurement;
+  `initial_val_loss` [N] is L_val(0), `cap` [N] the divergence cap.
+* `done` [N]: networks whose episode has ended; `diverged` [N]: those that diverged.
+
 ### Version History
 * v1: scale-free observation features v2 (13): the LR, weight RMS and gradient RMS relative
   to their values at reset, and the step ratio LR x gradient RMS / weight RMS, instead of
@@ -125,6 +141,7 @@ import functools
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -137,6 +154,7 @@ from pettingzoo.utils import parallel_to_aec, wrappers
 from ganno_env.conditions import (
     CONDITION_FIELDS,
     HELD_OUT_SEED_START,
+    Condition,
     InitialConditions,
     check_condition_values,
     check_lrs_in_bounds,
@@ -227,7 +245,8 @@ class raw_env(ParallelEnv):
         )
         self.np_random, _ = seeding.np_random(None)
         self.trainer: PopulationTrainer | None = None
-        self.episode_conditions: list[InitialConditions] = []
+        self._conditions_now: list[InitialConditions] = []
+        self._done = np.zeros(n, dtype=bool)
 
     # ------------------------------------------------------------------ spaces
     def observation_space(self, agent: str) -> spaces.Box:
@@ -275,7 +294,7 @@ class raw_env(ParallelEnv):
                 f"allowed: networks of at most max_layers layers"
             )
         self.num_layers = num_layers
-        self.episode_conditions = conditions
+        self._conditions_now = conditions
         self.inner_steps = 0
 
         # statistics of a probe gradient, then the first observations (no update yet)
@@ -287,7 +306,7 @@ class raw_env(ParallelEnv):
             probe_losses.detach().cpu().numpy(),
             val_loss.cpu().numpy(),
         )
-        self.done = np.zeros(n, dtype=bool)
+        self._done = np.zeros(n, dtype=bool)
         self.layer_stats = stats
         self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
         self._observations = self._per_agent(obs)
@@ -299,7 +318,7 @@ class raw_env(ParallelEnv):
         if self.trainer is None or not self.agents:
             raise RuntimeError("step() called before reset() or after the episode ended")
         values = self._action_values(actions)
-        live = ~self.done
+        live = ~self._done
 
         # apply actions
         self.core.apply_actions(values, live)
@@ -329,7 +348,7 @@ class raw_env(ParallelEnv):
             self._measure_test()
         if diverged_now.any():
             self.trainer.freeze(diverged_now)
-        self.done |= finished
+        self._done |= finished
 
         self._observations = self._per_agent(measured.observations)
         agents = self.agents
@@ -359,6 +378,29 @@ class raw_env(ParallelEnv):
     )
     num_moves = property(lambda self: self.core.decisions, doc="Decisions taken this episode.")
 
+    # ------------------------- read-only state for controllers, rollouts and library glue
+    @property
+    def condition(self) -> Condition:
+        """The condition episodes draw their initial conditions from."""
+        return self._condition
+
+    @property
+    def agent_index(self) -> Mapping[str, tuple[int, int]]:
+        """Agent id -> (network, layer), for every possible agent."""
+        return MappingProxyType(self._agent_index)
+
+    @property
+    def episode_conditions(self) -> list[InitialConditions]:
+        """Each network's initial conditions this episode (a copy of the list)."""
+        return list(self._conditions_now)
+
+    @property
+    def done(self) -> np.ndarray:
+        """Networks whose episode has ended [N] (a read-only view)."""
+        view = self._done.view()
+        view.flags.writeable = False
+        return view
+
     # ----------------------------------------------------------- global state
     def state(self) -> np.ndarray:
         size = self._obs_space.shape[0]
@@ -386,7 +428,7 @@ class raw_env(ParallelEnv):
         ratio = stats.update_ratio.cpu().numpy()
         lines = [f"decision {self.num_moves}/{self.config.max_cycles}, step {self.inner_steps}"]
         for i in range(self.config.population):
-            state = "diverged" if self.diverged[i] else ("done" if self.done[i] else "training")
+            state = "diverged" if self.diverged[i] else ("done" if self._done[i] else "training")
             lines.append(
                 f"net {i}: train loss {self.train_loss[i]:.4f}  val loss {self.val_loss[i]:.4f}"
                 f"  ({state})"

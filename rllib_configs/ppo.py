@@ -191,7 +191,7 @@ def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",
 
 def fixed_depth(env: Any) -> int | None:
     """Layers per network when the env's conditions fix the depth, else None."""
-    condition = env._condition
+    condition = env.condition
     if len(condition.values_of("depth")) > 1 or len(condition.values_of("task")) > 1:
         return None
     return env.max_layers

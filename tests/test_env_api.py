@@ -130,6 +130,21 @@ def test_actions_for_agents_not_live_raise():
         env.step({"layer_7": 0})
 
 
+def test_read_only_state_accessors():
+    env = layerwise_lr_v1.parallel_env(population=2, max_cycles=1, conditions="default")
+    assert env.condition.name == "default"
+    assert env.agent_index["net1_layer2"] == (1, 2)
+    with pytest.raises(TypeError):
+        env.agent_index["net0_layer0"] = (1, 1)
+    env.reset(seed=0)
+    assert [c.seed for c in env.episode_conditions] == [0, 1]
+    assert not env.done.any() and not env.done.flags.writeable
+    with pytest.raises(AttributeError):
+        env.done = np.ones(2, dtype=bool)
+    env.step({a: 2 for a in env.agents})
+    assert env.done.all() and env.agents == []
+
+
 def test_importing_the_env_package_does_not_import_ray():
     import subprocess
     import sys

@@ -81,7 +81,7 @@ def varying_agents(env: ParallelEnv) -> str | None:
     """Why an episode may lack some of `possible_agents`, or None when it never does."""
     raw = env.unwrapped
     counts = layer_counts(env)
-    name = raw._condition.name
+    name = raw.condition.name
     if len(counts) > 1:
         return (
             f"conditions={name!r} give networks of {counts} layers, so the agent set "
@@ -175,7 +175,7 @@ class PaddedInfos(BaseParallelWrapper):
     ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
         with torch.enable_grad():  # libraries step envs under torch.no_grad()
             observations, infos = self.env.reset(seed=seed, options=options)
-        index = self.env.unwrapped._agent_index
+        index = self.env.unwrapped.agent_index
         for agent in self.possible_agents:
             if agent not in observations:
                 observations[agent] = np.zeros_like(self.observation_space(agent).low)
