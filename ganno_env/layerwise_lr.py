@@ -117,6 +117,8 @@ per network [N] or per network and layer [N, L]; they change at `reset` and `ste
 * `config`: the `EnvConfig` the env was built from.
 * `condition`: the `Condition` episodes draw their initial conditions from.
 * `max_layers`: layers per network that `possible_agents` covers.
+* `layer_counts`: the layer counts the conditions can produce (`layer_counts(condition,
+  tasks)` in this module computes them).
 * `agent_index`: agent id -> (network, layer), for every possible agent.
 * `episode_conditions`: the `InitialConditions` of each network this episode.
 * `num_layers`, `inner_steps`, `num_moves`: layers this episode, optimiser steps and
@@ -139,7 +141,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -187,6 +189,27 @@ def env_version(features_version: int) -> str:
     )
 
 
+def layer_counts(condition: Condition, tasks: Sequence[Task]) -> tuple[int, ...]:
+    """The layer counts (agents per network) that `condition` can produce on `tasks`, ascending.
+
+    Sizes `possible_agents` (the largest) and tells library glue whether the agent set varies
+    between episodes; a custom task's models are built to count (and checked batchable).
+    """
+    depth_spec = condition.specs.get("depth")
+    counts = set()
+    for task in tasks:
+        depths = support(depth_spec) if depth_spec is not None else [task.depth]
+        if task.arch == "custom":
+            data = task.load_data()
+            for depth in depths:
+                model = task.build_model(task.width, depth, data)
+                check_batchable(model)
+                counts.add(len(layer_groups(model)))
+        else:
+            counts.update(task.num_layers(depth) for depth in depths)
+    return tuple(sorted(counts))
+
+
 class raw_env(ParallelEnv):
     """Per-layer learning-rate control of a population of training networks.
 
@@ -209,7 +232,8 @@ class raw_env(ParallelEnv):
         self._condition = self.config.condition()
         self._task = self._with_data_dir(get_task(self.config.task))
         self._check_tasks_available()
-        needed = self._deepest_network()
+        self._layer_counts = layer_counts(self._condition, self._condition_tasks())
+        needed = self._layer_counts[-1]
         if self.config.max_layers is not None and self.config.max_layers < needed:
             raise ValueError(
                 f"max_layers={self.config.max_layers}; the conditions can produce networks of "
@@ -383,6 +407,11 @@ class raw_env(ParallelEnv):
     def condition(self) -> Condition:
         """The condition episodes draw their initial conditions from."""
         return self._condition
+
+    @property
+    def layer_counts(self) -> tuple[int, ...]:
+        """The layer counts (agents per network) the conditions can produce, ascending."""
+        return self._layer_counts
 
     @property
     def agent_index(self) -> Mapping[str, tuple[int, int]]:
@@ -609,22 +638,6 @@ class raw_env(ParallelEnv):
                     f"{task.data_dir!r}, where its files are missing; allowed: data_dir=FOLDER "
                     "holding them (see ganno_env.datasets for the file names)"
                 )
-
-    def _deepest_network(self) -> int:
-        depth_spec = self._condition.specs.get("depth")
-        deepest = 0
-        for task in self._condition_tasks():
-            depths = support(depth_spec) if depth_spec is not None else [task.depth]
-            if task.arch == "custom":
-                data = task.load_data()
-                models = [task.build_model(task.width, d, data) for d in depths]
-                for model in models:
-                    check_batchable(model)
-                layers = max(len(layer_groups(model)) for model in models)
-            else:
-                layers = max(task.num_layers(d) for d in depths)
-            deepest = max(deepest, layers)
-        return deepest
 
 
 def parallel_env(**kwargs: Any) -> raw_env:

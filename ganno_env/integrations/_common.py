@@ -21,9 +21,6 @@ import torch
 from pettingzoo import ParallelEnv
 from pettingzoo.utils.wrappers import BaseParallelWrapper
 
-from ganno_env.conditions import support
-from ganno_env.models import layer_groups
-
 # Info keys of every step after `PaddedInfos`; the test metrics are NaN until measured.
 INFO_KEYS = (
     "lr",
@@ -63,18 +60,7 @@ def env_or_new(env: ParallelEnv | None, env_kwargs: dict[str, Any]) -> ParallelE
 
 def layer_counts(env: ParallelEnv) -> list[int]:
     """The layer counts (agents per network) that the env's conditions can produce."""
-    raw = env.unwrapped
-    depth_spec = raw._condition.specs.get("depth")
-    counts = set()
-    for task in raw._condition_tasks():
-        depths = support(depth_spec) if depth_spec is not None else [task.depth]
-        for depth in depths:
-            if task.arch == "custom":
-                model = task.build_model(task.width, depth, task.load_data())
-                counts.add(len(layer_groups(model)))
-            else:
-                counts.add(task.num_layers(depth))
-    return sorted(counts)
+    return list(env.unwrapped.layer_counts)
 
 
 def varying_agents(env: ParallelEnv) -> str | None:
