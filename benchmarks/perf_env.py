@@ -196,7 +196,7 @@ def measure_plain(spec: Spec, seed: int) -> dict[str, Any]:
     }
 
 
-def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v1.raw_env:
+def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v1.LayerwiseLREnv:
     """The env of a configuration: fixed LR 0.01 and batch size, interval 25."""
     return layerwise_lr_v1.parallel_env(
         task=spec.task,
@@ -209,7 +209,7 @@ def make_env(spec: Spec, max_cycles: int) -> layerwise_lr_v1.raw_env:
 
 
 def run_episode(
-    env: layerwise_lr_v1.raw_env, seed: int, max_decisions: int | None = None
+    env: layerwise_lr_v1.LayerwiseLREnv, seed: int, max_decisions: int | None = None
 ) -> dict[str, Any]:
     """Reset, then step with LR factor 1.0 for every live agent until the episode ends."""
     device = env.config.device

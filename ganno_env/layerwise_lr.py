@@ -5,6 +5,7 @@
 | Registry ids       | `ganno/layerwise_lr-v1`, `ganno/<task>-v1` (e.g. `ganno/digits_mlp-v1`) |
 | Actions            | Discrete(5) (default) or Box(1,) log-factor                       |
 | Parallel API       | Yes                                                               |
+| Factories          | `parallel_env()` (class `LayerwiseLREnv`), `env()`, `raw_env()`   |
 | Agents             | `layer_0 ... layer_{L-1}`; `net{i}_layer{j}` when population > 1 |
 | Observation shape  | (13,) float32                                                     |
 | Observation values | clipped per feature, see below                                    |
@@ -15,6 +16,10 @@ Conv, weight and bias together) is an agent that sets its own learning rate. Eve
 decision is followed by `interval` optimiser steps; after `max_cycles` decisions the
 episode is truncated. Agents act once before the first update, on statistics of a probe
 gradient, so a huge initial LR can be cut at step 0.
+
+`parallel_env(**kwargs)` gives the env with the Parallel API (all agents act at once);
+`env(**kwargs)` the AEC API with PettingZoo's usual wrappers; `raw_env(**kwargs)` the AEC
+API without them.
 
 ### Observations
 Each agent sees 13 numbers about its own layer and its network (observation features v2),
@@ -129,6 +134,10 @@ per network [N] or per network and layer [N, L]; they change at `reset` and `ste
 * `done` [N]: networks whose episode has ended; `diverged` [N]: those that diverged.
 
 ### Version History
+* Naming (every version; no change to what the env computes): the ParallelEnv class is
+  `LayerwiseLREnv`, and `raw_env()` returns the AEC env without wrappers, PettingZoo's
+  convention (`env()` is `raw_env()` wrapped). `raw_env` used to name the ParallelEnv
+  class: code that built a parallel env with `raw_env(...)` now calls `parallel_env(...)`.
 * v1: scale-free observation features v2 (13): the LR, weight RMS and gradient RMS relative
   to their values at reset, and the step ratio LR x gradient RMS / weight RMS, instead of
   their absolute log10 values; a `grad_scale` condition field (multiplies the training
@@ -150,8 +159,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.utils import seeding
-from pettingzoo import ParallelEnv
-from pettingzoo.utils import parallel_to_aec, wrappers
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils import wrappers
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
 from ganno_env.conditions import (
     CONDITION_FIELDS,
@@ -210,7 +220,7 @@ def layer_counts(condition: Condition, tasks: Sequence[Task]) -> tuple[int, ...]
     return tuple(sorted(counts))
 
 
-class raw_env(ParallelEnv):
+class LayerwiseLREnv(ParallelEnv):
     """Per-layer learning-rate control of a population of training networks.
 
     A PettingZoo shell over `ganno_env.decision.DecisionCore`, which makes each decision
@@ -640,20 +650,29 @@ class raw_env(ParallelEnv):
                 )
 
 
-def parallel_env(**kwargs: Any) -> raw_env:
+def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
     """The env with the PettingZoo Parallel API."""
-    return raw_env(**kwargs)
+    return LayerwiseLREnv(**kwargs)
 
 
-def env(**kwargs: Any):
-    """The env with the PettingZoo AEC API (one agent acts at a time)."""
-    return to_aec(raw_env(**kwargs))
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The env with the PettingZoo AEC API and no wrappers (PettingZoo's `raw_env`)."""
+    return parallel_to_aec_wrapper(LayerwiseLREnv(**kwargs))
 
 
-def to_aec(par_env: raw_env):
-    """A parallel env with the AEC API and PettingZoo's usual wrappers; every versioned
-    module's `env()` goes through here, so the versions differ only in their settings."""
-    aec = parallel_to_aec(par_env)
-    if par_env.config.action_mode == "discrete":
+def env(**kwargs: Any) -> AECEnv:
+    """The env with the PettingZoo AEC API (one agent acts at a time): `raw_env` wrapped."""
+    return wrap(raw_env(**kwargs))
+
+
+def to_aec(par_env: LayerwiseLREnv) -> AECEnv:
+    """A parallel env with the AEC API and PettingZoo's usual wrappers."""
+    return wrap(parallel_to_aec_wrapper(par_env))
+
+
+def wrap(aec: AECEnv) -> AECEnv:
+    """PettingZoo's usual wrappers around a raw AEC env; every versioned module's `env()`
+    goes through here, so the versions differ only in their settings."""
+    if aec.unwrapped.config.action_mode == "discrete":
         aec = wrappers.AssertOutOfBoundsWrapper(aec)
     return wrappers.OrderEnforcingWrapper(aec)

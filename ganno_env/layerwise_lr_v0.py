@@ -2,35 +2,45 @@
 
 Kept for policies trained on it: the env of `ganno_env.layerwise_lr` with
 `features_version=1`, so its observations are exactly those of the original release (see
-the Version History there). New work uses `ganno_env.layerwise_lr_v1`.
+the Version History there). New work uses `ganno_env.layerwise_lr_v1`. PettingZoo's
+factories: `parallel_env` (class `LayerwiseLREnv`), `env` (AEC, wrapped) and `raw_env`
+(AEC, no wrappers).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pettingzoo import AECEnv
+from pettingzoo.utils.conversions import parallel_to_aec_wrapper
+
 from ganno_env import layerwise_lr
 
 FEATURES_VERSION = 1
 
 
-class raw_env(layerwise_lr.raw_env):
-    """`layerwise_lr.raw_env` with observation features v1 unless told otherwise."""
+class LayerwiseLREnv(layerwise_lr.LayerwiseLREnv):
+    """`layerwise_lr.LayerwiseLREnv` with observation features v1 unless told otherwise."""
 
-    metadata = {**layerwise_lr.raw_env.metadata, "name": "layerwise_lr_v0"}
+    metadata = {**layerwise_lr.LayerwiseLREnv.metadata, "name": "layerwise_lr_v0"}
 
     def __init__(self, **kwargs: Any):
         super().__init__(**{"features_version": FEATURES_VERSION, **kwargs})
 
 
-def parallel_env(**kwargs: Any) -> raw_env:
+def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
     """The v0 env with the PettingZoo Parallel API."""
-    return raw_env(**kwargs)
+    return LayerwiseLREnv(**kwargs)
 
 
-def env(**kwargs: Any):
-    """The v0 env with the PettingZoo AEC API (one agent acts at a time)."""
-    return layerwise_lr.to_aec(raw_env(**kwargs))
+def raw_env(**kwargs: Any) -> AECEnv:
+    """The v0 env with the PettingZoo AEC API and no wrappers."""
+    return parallel_to_aec_wrapper(LayerwiseLREnv(**kwargs))
 
 
-__all__ = ["env", "parallel_env", "raw_env"]
+def env(**kwargs: Any) -> AECEnv:
+    """The v0 env with the PettingZoo AEC API (one agent acts at a time): `raw_env` wrapped."""
+    return layerwise_lr.wrap(raw_env(**kwargs))
+
+
+__all__ = ["LayerwiseLREnv", "env", "parallel_env", "raw_env"]

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ganno_env.controllers import Controller, same_setting
-from ganno_env.layerwise_lr import raw_env
+from ganno_env.layerwise_lr import LayerwiseLREnv
 
 
 @dataclass
@@ -33,7 +33,7 @@ class RunResult:
         return asdict(self)
 
 
-def make_env(controller: Controller, **env_kwargs: Any) -> raw_env:
+def make_env(controller: Controller, **env_kwargs: Any) -> LayerwiseLREnv:
     """The env that the controller speaks, plus the caller's `env_kwargs`.
 
     Settings that give the controller's actions their meaning (`controller.env_requirements()`:
@@ -53,11 +53,11 @@ def make_env(controller: Controller, **env_kwargs: Any) -> raw_env:
                 f"{key}={env_kwargs[key]!r} conflicts with controller {controller.name!r}, "
                 f"whose actions need {key}={value!r}; leave {key} out (make_env sets it)"
             )
-    return raw_env(**{**controller.env_defaults(), **env_kwargs, **needed})
+    return LayerwiseLREnv(**{**controller.env_defaults(), **env_kwargs, **needed})
 
 
 def rollout(
-    env: raw_env,
+    env: LayerwiseLREnv,
     controller: Controller,
     seed: int | None = None,
     options: dict[str, Any] | None = None,

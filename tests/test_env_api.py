@@ -5,9 +5,11 @@ import functools
 import numpy as np
 import pettingzoo
 import pytest
+from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.test import api_test, max_cycles_test, parallel_api_test, render_test
+from pettingzoo.utils.wrappers import BaseWrapper, OrderEnforcingWrapper
 
-from ganno_env import FEATURE_NAMES, layerwise_lr_v1
+from ganno_env import FEATURE_NAMES, layerwise_lr_v0, layerwise_lr_v1
 
 
 @pytest.mark.parametrize(
@@ -128,6 +130,22 @@ def test_actions_for_agents_not_live_raise():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="layer_7"):
         env.step({"layer_7": 0})
+
+
+@pytest.mark.parametrize("module", [layerwise_lr_v0, layerwise_lr_v1])
+def test_factories_follow_pettingzoo_naming(module):
+    """parallel_env is the ParallelEnv class; raw_env the bare AEC env; env() wraps raw_env."""
+    par = module.parallel_env(max_cycles=2)
+    assert isinstance(par, ParallelEnv) and type(par) is module.LayerwiseLREnv
+    raw = module.raw_env(max_cycles=2)
+    assert isinstance(raw, AECEnv) and not isinstance(raw, BaseWrapper)
+    assert type(raw.unwrapped) is module.LayerwiseLREnv
+    wrapped = module.env(max_cycles=2)
+    assert isinstance(wrapped, OrderEnforcingWrapper)
+    while isinstance(wrapped, BaseWrapper):
+        wrapped = wrapped.env
+    assert type(wrapped) is type(raw)
+    assert raw.unwrapped.metadata["name"] == par.metadata["name"] == module.__name__.split(".")[-1]
 
 
 def test_read_only_state_accessors():

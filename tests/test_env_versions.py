@@ -27,7 +27,7 @@ from ganno_env.features import (
     FEATURES_VERSION,
     observation_features,
 )
-from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, raw_env
+from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, LayerwiseLREnv
 from ganno_env.models import MLP
 from ganno_env.policy import PolicyNet, export_policy, load_policy
 from ganno_env.rollout import make_env, rollout
@@ -147,7 +147,7 @@ def test_registry_ids_make_each_version(env_id, size, name):
 @pytest.mark.parametrize("version", [0, 9, "2", None])
 def test_an_unknown_features_version_fails_naming_the_known_ones(version):
     with pytest.raises(ValueError, match=r"features_version=.*allowed: .*\[1, 2, 3\]"):
-        raw_env(features_version=version)
+        LayerwiseLREnv(features_version=version)
     with pytest.raises(ValueError, match=r"\[1, 2, 3\]"):
         DecisionCore("discrete", (0.5, 2.0), (1e-7, 10.0), 10.0, 40, version)
     with pytest.raises(ValueError, match=r"\[1, 2, 3\]"):
