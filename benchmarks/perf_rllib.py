@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import ray
 
+from ganno_env.config import ENV_DEFAULTS
 from rllib_configs.ppo import build_config, get_preset
 
 # (env runners, envs per runner, networks per env)
@@ -41,7 +42,7 @@ def measure(runners: int, envs: int, population: int, iterations: int) -> dict:
     local = get_preset("local")
     env_config = {**local.env_config, "population": population}
     layers = 4  # digits_mlp
-    episode = population * layers * env_config.get("max_cycles", 40)
+    episode = population * layers * env_config.get("max_cycles", ENV_DEFAULTS["max_cycles"])
     preset = get_preset(
         "local",
         env_config=env_config,

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ganno_env.conditions import FileProblems
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import MAPPINGS, resolve_policy_path
@@ -138,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.conditions.endswith(".json") or os.path.exists(args.conditions):
             from ganno_env.conditions import load_training_conditions
 
-            task = env_config.get("task", "digits_mlp")
+            task = env_config.get("task", ENV_DEFAULTS["task"])
             env_config["conditions"] = load_training_conditions(args.conditions, task)
         else:
             env_config = training_env_config(preset, args.conditions)
@@ -274,13 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_baseline_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--task", default="digits_mlp", choices=sorted(TASKS))
+        p.add_argument("--task", default=ENV_DEFAULTS["task"], choices=sorted(TASKS))
         p.add_argument("--controllers", type=_names, default=list(DEFAULT_CONTROLLERS))
         p.add_argument("--lrs", type=_floats, default=list(DEFAULT_LRS), help="initial LRs")
         p.add_argument("--seeds", type=_positive_int, default=3, help="networks per row")
-        p.add_argument("--max-cycles", type=_positive_int, default=40)
-        p.add_argument("--interval", type=_positive_int, default=25)
-        p.add_argument("--device", default="cpu")
+        p.add_argument("--max-cycles", type=_positive_int, default=ENV_DEFAULTS["max_cycles"])
+        p.add_argument("--interval", type=_positive_int, default=ENV_DEFAULTS["interval"])
+        p.add_argument("--device", default=ENV_DEFAULTS["device"])
 
     run = commands.add_parser(
         "run", help="the main job: train GANNO (local preset), benchmark it on 'unseen'"

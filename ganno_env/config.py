@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -144,6 +145,11 @@ class EnvConfig:
         if isinstance(self.conditions, str):
             return get_condition(self.conditions)
         return Condition("custom", dict(self.conditions))
+
+
+# Every env default, read from the dataclass: the CLI, the policy export and the training
+# metadata take their defaults from here, so a default lives in one place.
+ENV_DEFAULTS: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in fields(EnvConfig)})
 
 
 def check_device(device: Any) -> None:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ganno_env.config import ACTION_MODES
+from ganno_env.config import ACTION_MODES, ENV_DEFAULTS
 from ganno_env.controllers import Controller
 from ganno_env.decision import box_action_range
 from ganno_env.features import FEATURE_SETS, FEATURES_VERSION, feature_names
@@ -141,9 +141,9 @@ def export_policy(
         "features_version": int(features_version),
         "feature_names": list(names),
         "mapping": mapping,
-        "action_mode": env_config.get("action_mode", "discrete"),
-        "lr_factors": [float(f) for f in env_config.get("lr_factors", (0.5, 0.8, 1.0, 1.25, 2.0))],
-        "lr_bounds": [float(b) for b in env_config.get("lr_bounds", (1e-7, 10.0))],
+        "action_mode": env_config.get("action_mode", ENV_DEFAULTS["action_mode"]),
+        "lr_factors": [float(f) for f in env_config.get("lr_factors", ENV_DEFAULTS["lr_factors"])],
+        "lr_bounds": [float(b) for b in env_config.get("lr_bounds", ENV_DEFAULTS["lr_bounds"])],
         "obs_size": first.obs_size,
         "out_size": first.out_size,
         "hidden": list(first.hidden),

@@ -34,6 +34,7 @@ import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import PolicyNet, export_policy
 from rllib_configs.ppo import Preset, build_config
@@ -305,9 +306,9 @@ def export_from(algo: Algorithm, path: Path, preset: Preset, mapping: str) -> Pa
         "conditions": env.get("conditions"),  # what it was trained on (`ganno train --conditions`)
         "population": env.get("population"),
         # what a scheduler needs to pace decisions as in training
-        "interval": int(env.get("interval", 25)),
-        "max_cycles": int(env.get("max_cycles", 40)),
-        "divergence_factor": float(env.get("divergence_factor", 10.0)),
+        "interval": int(env.get("interval", ENV_DEFAULTS["interval"])),
+        "max_cycles": int(env.get("max_cycles", ENV_DEFAULTS["max_cycles"])),
+        "divergence_factor": float(env.get("divergence_factor", ENV_DEFAULTS["divergence_factor"])),
     }
     export_policy(path, nets, mapping, algo.config.env_config, extra)
     return path

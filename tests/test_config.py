@@ -107,3 +107,15 @@ def test_any_config_builds_a_working_env_or_raises_value_error(kwargs, seed):
     for agent, value in obs.items():
         assert env.observation_space(agent).contains(value)
         assert np.isfinite(rewards[agent])
+
+
+def test_defaults_are_read_from_the_env_config():
+    from ganno_env.cli import build_parser
+    from ganno_env.config import ENV_DEFAULTS, EnvConfig
+
+    config = EnvConfig()
+    assert all(ENV_DEFAULTS[k] == getattr(config, k) for k in ENV_DEFAULTS)
+    args = build_parser().parse_args(["baselines"])
+    assert (args.task, args.max_cycles, args.interval, args.device) == (
+        config.task, config.max_cycles, config.interval, config.device
+    )  # fmt: skip
