@@ -44,6 +44,7 @@ from ganno_env.conditions import (
     spec_problems,
     support,
 )
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.datasets import dataset_available
 from ganno_env.tasks import TASKS, get_task
 
@@ -233,7 +234,7 @@ def parse_suite(raw: Any, name: str, where: str = "suite") -> Suite:
         version=raw["version"],
         description=raw.get("description", ""),
         conditions_version=raw.get("conditions_version", CONDITIONS_VERSION),
-        task=raw.get("task", "digits_mlp"),
+        task=raw.get("task", ENV_DEFAULTS["task"]),
         env=dict(raw.get("env", {})),
         seeds=tuple(int(s) for s in raw.get("seeds", DEFAULT_SEEDS)),
         conditions=tuple(conditions),
@@ -260,7 +261,7 @@ def check_suite(raw: Any) -> list[str]:
     for key in ("description",):
         if not isinstance(raw.get(key, ""), str):
             problems.append(f"{key}={raw[key]!r}; allowed: a string")
-    task = raw.get("task", "digits_mlp")
+    task = raw.get("task", ENV_DEFAULTS["task"])
     problems += _task_problems("task", task)
     problems += _env_problems("env", raw.get("env", {}))
     problems += _seed_problems(raw.get("seeds", list(DEFAULT_SEEDS)))
@@ -408,7 +409,7 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 # env's default episode), the yardstick of `differences_from_training`.
 TRAINING_TASK = "digits_mlp"
 TRAINING_CONDITION = "train_wide"
-TRAINING_STEPS = 40 * 25  # max_cycles x interval
+TRAINING_STEPS = ENV_DEFAULTS["max_cycles"] * ENV_DEFAULTS["interval"]
 TRAINING_REFERENCE = (
     "the presets' `train_wide` on digits_mlp (8x8 digits, MLP with 3 hidden layers of width "
     "32-128), initial LR 1e-4..0.3, batch 16-128, init scale 0.3-2.5, plain SGD, "
@@ -455,7 +456,9 @@ def differences_from_training(suite: Suite, condition: str) -> list[str]:
     lrs = outside("initial_lr", [specs.get("initial_lr", 0.01)])
     if lrs:
         out.append(f"initial LR {_listed(lrs)} (training: {_range(train, 'initial_lr')})")
-    steps = env.get("max_cycles", 40) * env.get("interval", 25)
+    steps = env.get("max_cycles", ENV_DEFAULTS["max_cycles"]) * env.get(
+        "interval", ENV_DEFAULTS["interval"]
+    )
     if steps != TRAINING_STEPS:
         out.append(f"{steps:,} steps (training: {TRAINING_STEPS:,})")
     if env.get("optimizer", "sgd") != "sgd":

@@ -85,6 +85,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.decision import DecisionCore
 from ganno_env.features import FeatureReference, LayerStats, layer_statistics
 from ganno_env.models import layer_groups
@@ -97,9 +98,10 @@ from ganno_env.policy import (
     recorded_setting,
 )
 
-DEFAULT_INTERVAL = 25
-DEFAULT_MAX_CYCLES = 40
-DEFAULT_DIVERGENCE_FACTOR = 10.0
+# The env's defaults, for policies whose file does not record their own pace.
+DEFAULT_INTERVAL = ENV_DEFAULTS["interval"]
+DEFAULT_MAX_CYCLES = ENV_DEFAULTS["max_cycles"]
+DEFAULT_DIVERGENCE_FACTOR = ENV_DEFAULTS["divergence_factor"]
 STATE_FORMAT = 1  # of `GannoScheduler.state_dict()`
 _STATE_KEYS = (
     "format", "policy_sha256", "controller", "greedy", "policy_rng", "layer_names",
