@@ -73,20 +73,9 @@ _SHARED: tuple[Feature, ...] = (
     Feature("progress", 0.0, 1.0, "decisions taken / max_cycles"),
     Feature("last_log_factor", -5.0, 5.0, "ln of the LR factor this layer last chose"),
 )
-# v3 adds what the whole network does, seen by every layer: an input layer whose own step
-# looks moderate learns that the network as a whole takes far too large steps.
-_NETWORK: tuple[Feature, ...] = (
-    Feature(
-        "log10_max_step_ratio",
-        -10.0,
-        0.0,
-        "log10 of the largest step ratio among the network's layers",
-    ),
-)
 FEATURES_V1: tuple[Feature, ...] = _ABSOLUTE + _SHARED
 FEATURES_V2: tuple[Feature, ...] = _RELATIVE + _SHARED
-FEATURES_V3: tuple[Feature, ...] = _RELATIVE + _SHARED + _NETWORK
-FEATURE_SETS: dict[int, tuple[Feature, ...]] = {1: FEATURES_V1, 2: FEATURES_V2, 3: FEATURES_V3}
+FEATURE_SETS: dict[int, tuple[Feature, ...]] = {1: FEATURES_V1, 2: FEATURES_V2}
 
 FEATURES: tuple[Feature, ...] = FEATURE_SETS[FEATURES_VERSION]
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
@@ -257,9 +246,6 @@ def observation_features(
             np.full((n, num_layers), progress),
             np.asarray(last_log_factor, dtype=np.float64),
         ]
-        if version >= 3:
-            step_ratio = np.nan_to_num(scale[1], nan=-np.inf)
-            columns.append(shared(step_ratio.max(axis=1)))
     obs = np.stack(columns, axis=-1)
     obs = np.nan_to_num(obs, nan=0.0, posinf=np.inf, neginf=-np.inf)
     return np.clip(obs, low, high).astype(np.float32)

@@ -185,7 +185,7 @@ from ganno_env.tasks import Task, get_task
 SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
 ENV_VERSION = "layerwise_lr_v1"  # the current version
 # Every env version still served, with the observation features it computes.
-ENV_VERSIONS: dict[str, int] = {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2, "layerwise_lr_v2": 3}
+ENV_VERSIONS: dict[str, int] = {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2}
 
 
 def env_version(features_version: int) -> str:
