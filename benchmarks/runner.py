@@ -48,7 +48,7 @@ import numpy as np
 
 from benchmarks.suites import Suite, digest
 from ganno_env.conditions import DEFAULT_INITIAL_LR, check_lrs_in_bounds
-from ganno_env.config import EnvConfig
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
 from ganno_env.features import FEATURES_VERSION
 from ganno_env.layerwise_lr import env_version
@@ -172,7 +172,7 @@ def check_initial_lrs(suite: Suite, name: str, controller: Controller, device: s
     bounds that `controller`'s env would clip to."""
     for condition in suite.conditions:
         bounds = env_settings(suite, controller, device, condition).get("lr_bounds")
-        bounds = bounds or EnvConfig.lr_bounds
+        bounds = bounds or ENV_DEFAULTS["lr_bounds"]
         spec = suite.condition(condition).specs.get("initial_lr", DEFAULT_INITIAL_LR)
         where = f"suite {suite.name!r}, condition {condition!r}, controller {name!r}"
         check_lrs_in_bounds(spec, bounds, where)
