@@ -14,3 +14,11 @@ def ray_session():
         start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def policy_path(tmp_path):
+    """A random shared policy file (`tests.helpers.random_policy`)."""
+    from tests.helpers import random_policy
+
+    return random_policy(tmp_path / "policy.pt")

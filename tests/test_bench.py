@@ -24,8 +24,7 @@ from benchmarks.runner import (
     run_suite,
 )
 from benchmarks.suites import load_suite, suite_names
-from ganno_env.features import FEATURE_NAMES
-from ganno_env.policy import PolicyNet, export_policy
+from tests.helpers import random_policy
 
 BIN = Path(sys.executable).parent
 
@@ -98,16 +97,6 @@ def test_killed_runner_resumes_without_repeating_or_losing_a_run(tmp_path):
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
 
 
-def random_policy(path: Path, seed: int) -> str:
-    """A policy file with random weights (no training); different seeds act differently."""
-    torch.manual_seed(seed)
-    net = PolicyNet(len(FEATURE_NAMES), 5, (16, 16))
-    with torch.no_grad():
-        net.pi[-1].weight.mul_(300.0)  # undo PolicyNet's near-uniform start
-    export_policy(path, {"shared": net}, "shared", {})
-    return str(path)
-
-
 def tiny_suite(**env):
     """The quick suite cut to one condition, two seeds and short episodes."""
     suite = load_suite("quick").with_seeds(2)
@@ -119,7 +108,7 @@ def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_on
     torch.set_num_threads(1)
     suite = tiny_suite()
     cond = suite.conditions[0]
-    a, b = random_policy(tmp_path / "a.pt", 1), random_policy(tmp_path / "b.pt", 2)
+    a, b = random_policy(tmp_path / "a.pt", seed=1), random_policy(tmp_path / "b.pt", seed=2)
     out = tmp_path / "bench"
     run_suite(suite, out, policy=a, controllers=["ganno", "constant"])
     path = run_suite(suite, out, policy=b, controllers=["ganno", "constant"])

@@ -12,29 +12,12 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-from ganno_env.features import FEATURES  # noqa: E402
 from ganno_env.integrations.hf import GannoTrainerCallback  # noqa: E402
-from ganno_env.policy import PolicyNet, export_policy  # noqa: E402
 
 torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 LR = 1e-3
-
-
-def random_policy(path, seed=0, scale=300.0):
-    """A shared policy file with random weights whose actions vary between layers and steps."""
-    torch.manual_seed(seed)
-    net = PolicyNet(len(FEATURES), 5, (16, 16))
-    with torch.no_grad():
-        net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
-    export_policy(path, {"shared": net}, "shared", {})
-    return path
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return random_policy(tmp_path / "policy.pt")
 
 
 class Tokens(torch.utils.data.Dataset):

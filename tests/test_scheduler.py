@@ -9,31 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_env import GannoScheduler, layerwise_lr_v1
-from ganno_env.features import FEATURE_NAMES, FEATURES
+from ganno_env.features import FEATURE_NAMES
 from ganno_env.models import MLP
-from ganno_env.policy import PolicyNet, export_policy, load_policy
+from ganno_env.policy import load_policy
+from tests.helpers import random_policy, train_steps
 
 torch.set_num_threads(1)
 
 INTERVAL, CYCLES, LR = 10, 6, 0.05
-
-
-def random_policy(path, mapping="shared", modules=("shared",), seed=0, scale=300.0, extra=None):
-    """A policy file with random weights whose actions differ between layers and decisions."""
-    torch.manual_seed(seed)
-    nets = {}
-    for name in modules:
-        net = PolicyNet(len(FEATURES), 5, (16, 16))
-        with torch.no_grad():
-            net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
-        nets[name] = net
-    export_policy(path, nets, mapping, {}, extra)
-    return path
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return random_policy(tmp_path / "policy.pt")
 
 
 def run_env(policy_path, lr=LR, **env_kwargs):
@@ -192,25 +175,11 @@ def test_tampered_policy_files_raise_value_error(tmp_path, policy_path, tamper, 
         GannoScheduler(torch.optim.SGD(model.parameters(), lr=0.1), model, bad)
 
 
-def _train_a_little(model, optimizer, scheduler, steps=12, inputs=8, classes=3):
-    torch.manual_seed(1)
-    x, y = torch.randn(64, inputs), torch.randint(0, classes, (64,))
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        scheduler.observe(loss)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
-
-
 def test_deeper_model_with_shared_mapping(policy_path):
     model = MLP(8, 16, 7, 3)  # 8 layers, twice the training tasks' depth
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
-    losses = _train_a_little(model, optimizer, scheduler)
+    losses = train_steps(model, optimizer, scheduler, 12)
     assert scheduler.num_layers == len(optimizer.param_groups) == 8
     assert scheduler.decisions == 3 and np.isfinite(losses).all()
     assert all(g["momentum"] == 0.9 for g in optimizer.param_groups)
@@ -232,7 +201,7 @@ def test_adam_gets_per_layer_lrs_and_trains(policy_path):
     model = nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.ReLU(), nn.Linear(32, 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.8, 0.99))
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=3)
-    losses = _train_a_little(model, optimizer, scheduler, steps=15)
+    losses = train_steps(model, optimizer, scheduler, 15)
     assert scheduler.layer_names == [
         ["0.weight", "0.bias", "1.weight", "1.bias"],
         ["3.weight", "3.bias"],
@@ -256,7 +225,7 @@ def test_optimizer_groups_split_per_layer_keep_their_settings(policy_path):
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=3)
     assert len(optimizer.param_groups) == 6  # 3 layers x (decay, no decay)
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.1, 0.0] * 3
-    _train_a_little(model, optimizer, scheduler, steps=7)
+    train_steps(model, optimizer, scheduler, 7)
     for j, lr in enumerate(scheduler.lrs):
         assert {g["lr"] for g in optimizer.param_groups[2 * j : 2 * j + 2]} == {lr}
 

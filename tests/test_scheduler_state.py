@@ -13,48 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ganno_env import GannoScheduler, layerwise_lr_v1
-from ganno_env.features import FEATURES
 from ganno_env.models import MLP, layer_groups
-from ganno_env.policy import PolicyNet, export_policy, load_policy, policy_sha256
+from ganno_env.policy import load_policy, policy_sha256
 from ganno_env.tasks import Task
+from tests.helpers import random_policy, train_steps
 
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def random_policy(path, seed=0, scale=300.0):
-    """A shared policy file with random weights whose actions vary between layers and steps."""
-    torch.manual_seed(seed)
-    net = PolicyNet(len(FEATURES), 5, (16, 16))
-    with torch.no_grad():
-        net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
-    export_policy(path, {"shared": net}, "shared", {})
-    return path
-
-
-@pytest.fixture
-def policy_path(tmp_path):
-    return random_policy(tmp_path / "policy.pt")
-
-
-def _train(model, optimizer, scheduler, steps, seed=1, inputs=8, classes=3):
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(64, inputs, generator=generator)
-    y = torch.randint(0, classes, (64,), generator=generator)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        scheduler.observe(loss)
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -205,7 +174,7 @@ def test_state_loads_with_weights_only_and_restores_everything(policy_path, step
     model = MLP(8, 16, 2, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=4, max_cycles=5)
-    _train(model, optimizer, scheduler, steps)
+    train_steps(model, optimizer, scheduler, steps)
     state = scheduler.state_dict()
     assert _plain_types(state)
     buffer = io.BytesIO()
@@ -242,11 +211,11 @@ def test_state_dict_is_a_snapshot(policy_path):
     model = MLP(8, 16, 1, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
-    _train(model, optimizer, scheduler, 6)
+    train_steps(model, optimizer, scheduler, 6)
     state = scheduler.state_dict()
     before = io.BytesIO()
     torch.save(state, before)
-    _train(model, optimizer, scheduler, 5, seed=2)
+    train_steps(model, optimizer, scheduler, 5, seed=2)
     after = io.BytesIO()
     torch.save(state, after)
     assert before.getvalue() == after.getvalue()
@@ -257,7 +226,7 @@ def test_a_state_of_another_policy_raises_naming_both_hashes(tmp_path, policy_pa
     model = MLP(8, 16, 1, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
-    _train(model, optimizer, scheduler, 5)
+    train_steps(model, optimizer, scheduler, 5)
     other = GannoScheduler(torch.optim.SGD(model.parameters(), lr=0.05), model, other_path)
     mine, theirs = scheduler.policy_sha256, other.policy_sha256
     assert mine != theirs
@@ -276,7 +245,7 @@ def test_a_state_of_another_model_shape_raises(policy_path):
     model = MLP(8, 16, 2, 3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=4)
-    _train(model, optimizer, scheduler, 5)
+    train_steps(model, optimizer, scheduler, 5)
     state = scheduler.state_dict()
     for other_model in (MLP(8, 32, 2, 3), MLP(8, 16, 3, 3)):
         other = GannoScheduler(
@@ -326,7 +295,7 @@ def test_scheduler_trains_a_model_with_tied_weights(policy_path, make_optimizer)
     model = tied_model()
     optimizer = make_optimizer(model.parameters(), lr=0.01)
     scheduler = GannoScheduler(optimizer, model, policy_path, interval=6)
-    losses = _train(model, optimizer, scheduler, 36)
+    losses = train_steps(model, optimizer, scheduler, 36)
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     assert scheduler.num_layers == len(optimizer.param_groups) == 4
     assert scheduler.decisions == 6

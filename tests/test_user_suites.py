@@ -13,8 +13,7 @@ from benchmarks.suites import differences_from_training, load_suite, parse_suite
 from ganno_env.cli import main
 from ganno_env.conditions import Condition, held_out_overlap, load_training_conditions
 from ganno_env.config import EnvConfig
-from ganno_env.features import FEATURE_NAMES
-from ganno_env.policy import PolicyNet, export_policy
+from tests.helpers import random_policy
 
 GRID = [0.01, 0.1, 1.0]
 
@@ -41,15 +40,6 @@ def user_suite(**changes) -> dict:
         "tuned_baselines": True,
     }
     return {**suite, **changes}
-
-
-def random_policy(path: Path) -> str:
-    torch.manual_seed(0)
-    net = PolicyNet(len(FEATURE_NAMES), 5, (16, 16))
-    with torch.no_grad():
-        net.pi[-1].weight.mul_(300.0)  # actions that differ between layers
-    export_policy(path, {"shared": net}, "shared", {})
-    return str(path)
 
 
 def bench(*args) -> int:
