@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from ganno_env.conditions import (
     FileProblems,
     get_condition,
     in_support,
+    is_finite_number,
     load_conditions,
     spec_problems,
     support,
@@ -267,7 +267,7 @@ def check_suite(raw: Any) -> list[str]:
     problems += _seed_problems(raw.get("seeds", list(DEFAULT_SEEDS)))
     problems += _grid_problems(raw.get("oracle_grid", list(DEFAULT_ORACLE_GRID)))
     factor = raw.get("target_factor", 2.0)
-    if not _number(factor) or factor <= 1:
+    if not is_finite_number(factor) or factor <= 1:
         problems.append(f"target_factor={factor!r}; allowed: a number > 1")
     if not isinstance(raw.get("tuned_baselines", False), bool):
         problems.append(f"tuned_baselines={raw['tuned_baselines']!r}; allowed: true or false")
@@ -377,15 +377,11 @@ def _grid_problems(grid: Any) -> list[str]:
     if (
         not isinstance(grid, list)
         or not grid
-        or not all(_number(lr) and lr > 0 for lr in grid)
+        or not all(is_finite_number(lr) and lr > 0 for lr in grid)
         or len(set(grid)) != len(grid)
     ):
         return [f"oracle_grid={grid!r}; allowed: a non-empty list of distinct LRs > 0"]
     return []
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class _DuplicateKey(ValueError):

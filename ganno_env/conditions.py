@@ -141,7 +141,7 @@ def spec_problems(key: str, spec: Any) -> list[str]:
         if not isinstance(arg, (list, tuple)) or not arg:
             return [f"{kind} {arg!r} is empty; allowed: a non-empty list"]
         if kind != "choice":
-            if len(arg) != 2 or not all(_is_number(v) for v in arg):
+            if len(arg) != 2 or not all(is_finite_number(v) for v in arg):
                 return [f"{kind} {arg!r}; allowed: [low, high], two numbers"]
             if arg[0] > arg[1]:
                 return [f"{kind} {arg!r} is inverted; allowed: [low, high] with low < high"]
@@ -269,7 +269,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (numpy's too), not a bool: what a numeric field may hold."""
     return (
         isinstance(value, (int, float, np.integer, np.floating))
         and not isinstance(value, bool)
@@ -278,12 +279,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _is_positive_number(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    )
+    return is_finite_number(value) and value > 0
 
 
 # ---------------------------------------------------------------- training files
