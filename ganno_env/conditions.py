@@ -337,17 +337,17 @@ def held_out_overlap(condition: Condition, task: str = "digits_mlp") -> list[str
                 shown = ", ".join(f"{k}={v!r}" for k, v in start.items())
                 problems.append(f"it can draw {shown}, a start of held-out condition {held.name!r}")
                 break
-    scale = condition.specs.get("grad_scale", 1.0)
+    scales = support(condition.specs.get("grad_scale", 1.0))
+    if scales == [1.0]:
+        return problems  # the step is the LR itself, checked with the starts above
     lr = condition.specs.get("initial_lr", DEFAULT_INITIAL_LR)
-    if isinstance(lr, (list, tuple)):
-        lr = {"choice": list(lr)}
+    lrs = support({"choice": list(lr)} if isinstance(lr, (list, tuple)) else lr)
+    low, high = min(lrs) * min(scales), max(lrs) * max(scales)
     for held in held_out_conditions():
         if set(held.specs) != {"initial_lr"}:
             continue  # only the LR-defined held-out conditions fix the step size alone
         for value in support(held.specs["initial_lr"]):
-            low = min(support(lr)) * min(support(scale))
-            high = max(support(lr)) * max(support(scale))
-            if support(scale) != [1.0] and low <= value <= high:
+            if low <= value <= high:
                 problems.append(
                     f"its effective LR (initial_lr x grad_scale, {low:g}..{high:g}) reaches "
                     f"{value:g}, an initial LR of held-out condition {held.name!r}"
