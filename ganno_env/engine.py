@@ -1,12 +1,14 @@
 """The inner training engine: a population of independent networks trained in lockstep.
 
 This is the only module that knows how a population is batched. Every parameter is held
-stacked as one [N, ...] tensor, so one forward, one `autograd.grad` and a few fused
-`torch._foreach_*` calls train all N networks per step:
+stacked as one [N, ...] block of a single buffer (`flat`), so one forward, one backward and
+three whole-buffer operations (gradient sum, squared-gradient sum, optimiser step) train all
+N networks per step:
 
-* MLPs (our `MLP` class) run hand-batched: `torch.baddbmm` over the population axis.
+* MLPs (our `MLP` class) run hand-batched: `torch.baddbmm` over the population axis, with
+  a hand-derived backward that writes the gradient straight into its buffer (no autograd).
 * Any other `nn.Module` (CNNs, user models) runs through `torch.func.functional_call`
-  under `torch.vmap`.
+  under `torch.vmap`, differentiated by autograd.
 
 Networks never mix: the loss summed over the population has, for each network's
 parameters, exactly that network's gradient. Each network draws its initial weights and its
@@ -81,17 +83,26 @@ class PopulationTrainer:
         self.num_layers = len(self.groups)
         self.names = [name for group in self.groups for name in group]
         self.param_layer = [j for j, group in enumerate(self.groups) for _ in group]
+        # All parameters of all networks live in one buffer, parameter after parameter,
+        # each an [N, *shape] block; `params` are views of it. Gradients, interval sums
+        # and optimiser state share this layout, so an optimiser step is a few whole-buffer
+        # operations whatever the number of parameters.
         per_module = [dict(m.named_parameters()) for m in modules]
-        self.params = [
-            torch.stack([p[name].detach() for p in per_module])
-            .to(self.device, torch.float32)
-            .requires_grad_(True)
-            for name in self.names
+        shapes = [per_module[0][name].shape for name in self.names]
+        sizes = [self.n * shape.numel() for shape in shapes]
+        self.flat = torch.cat(
+            [torch.stack([p[name].detach() for p in per_module]).flatten() for name in self.names]
+        ).to(self.device, torch.float32)
+        self._blocks = [
+            (sum(sizes[:k]), size, shape) for k, (size, shape) in enumerate(zip(sizes, shapes))
         ]
+        self.params = self._views(self.flat)
+        self._grad = torch.zeros_like(self.flat)
+        self._minus_ones = torch.full((self.n, 1, batch_size), -1.0, device=self.device)
         self._template = copy.deepcopy(modules[0]).to(self.device)
         self._fast_mlp = isinstance(modules[0], MLP)
 
-        flat = self._fast_mlp
+        flat = self._fast_mlp  # the MLP path takes flattened inputs
         self.x_train = _inputs(data.x_train, flat, self.device)
         self.y_train = data.y_train.to(self.device)
         val_end = len(data.x_val) if val_limit is None else min(val_limit, len(data.x_val))
@@ -103,14 +114,15 @@ class PopulationTrainer:
         self._orders = [torch.Generator().manual_seed(int(s)) for s in data_seeds]
         self._queues: list[torch.Tensor] = [torch.empty(0, dtype=torch.long)] * self.n
         self._carry: torch.Tensor | None = None  # a batch peeked at by `probe`
-        self._buffers = [torch.zeros_like(p) for p in self.params]
-        self._second = [torch.zeros_like(p) for p in self.params] if optimizer == "adam" else []
+        self._buffers = torch.zeros_like(self.flat)  # momentum, or Adam's first moment
+        self._second = torch.zeros_like(self.flat) if optimizer == "adam" else None
         self._adam_steps = 0
         self._active = torch.ones(self.n, device=self.device)
+        self._all_active = True  # lets the masks be skipped until a network is frozen
         # multiplies each network's training loss (see `build`); ones: plain training
         scales = [1.0] * self.n if grad_scales is None else [float(g) for g in grad_scales]
         self.grad_scale = torch.tensor(scales, device=self.device, dtype=torch.float32)
-        self._previous_mean_grad: list[list[torch.Tensor]] | None = None
+        self._previous_mean_grad: torch.Tensor | None = None  # laid out as `flat`
         self.steps_done = 0
 
     @classmethod
@@ -151,21 +163,18 @@ class PopulationTrainer:
         The batch is kept and used as the first one of the next `train` call, as an
         ordinary loop would compute a gradient and then step on it.
         """
-        with self._cpu_settings(), torch.enable_grad():
+        with self._cpu_settings(), torch.no_grad():
             return self._probe()
 
     def _probe(self) -> tuple[torch.Tensor, LayerStats]:
         self._carry = self._take_batches(1)
-        losses = self._losses(self.params, *self._batch(self._carry[0]))
-        grads = torch.autograd.grad((losses * self.grad_scale).sum(), self.params)
-        with torch.no_grad():
-            grads = self._masked(grads)
-            sq = [g * g for g in grads]
-            stats = layer_statistics(
-                self._by_layer(self.params), None, self._by_layer(grads),
-                self._by_layer(sq), None, 1,
-            )  # fmt: skip
-        return losses.detach(), stats
+        losses, grad = self._gradient(self._carry[0])
+        grad = self._masked(grad)
+        stats = layer_statistics(
+            self._by_layer(self.params), None, self._by_layer(self._views(grad)),
+            self._by_layer(self._views(grad * grad)), None, 1,
+        )  # fmt: skip
+        return losses, stats
 
     def train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
         """Run `steps` optimiser steps with per-network, per-layer LRs `lrs` [N, L].
@@ -173,37 +182,87 @@ class PopulationTrainer:
         Returns the mean train loss of each network over the interval [N] and the
         interval's per-layer statistics.
         """
-        with self._cpu_settings(), torch.enable_grad():  # callers may sit in no_grad()
+        with self._cpu_settings(), torch.no_grad():
             return self._train(lrs, steps)
 
     def _train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
         lrs = lrs.to(self.device, torch.float32) * self._active[:, None]
-        lr_views = [lrs[:, j].view(-1, *[1] * (p.dim() - 1)) for p, j in self._layered()]
+        element_lrs = self._per_element(lrs)
         batches = self._take_batches(steps)
-        with torch.no_grad():
-            start = [p.detach().clone() for p in self.params]
-        grad_sum = [torch.zeros_like(p) for p in self.params]
-        grad_sq_sum = [torch.zeros_like(p) for p in self.params]
+        start = self.flat.clone()
+        grad_sum = torch.zeros_like(self.flat)
+        grad_sq_sum = torch.zeros_like(self.flat)
         loss_sum = torch.zeros(self.n, device=self.device)
         for t in range(steps):
-            losses = self._losses(self.params, *self._batch(batches[t]))
-            grads = torch.autograd.grad((losses * self.grad_scale).sum(), self.params)
-            with torch.no_grad():
-                loss_sum += losses.detach()
-                torch._foreach_add_(grad_sum, grads)
-                torch._foreach_addcmul_(grad_sq_sum, grads, grads)
-                self._apply(list(grads), lr_views)
+            losses, grad = self._gradient(batches[t])
+            loss_sum += losses
+            grad_sum += grad
+            grad_sq_sum.addcmul_(grad, grad)
+            self._apply(grad, element_lrs)
         self.steps_done += steps
-        with torch.no_grad():
-            self._zero_inactive()
-            grad_sum = self._masked(grad_sum)
-            grad_sq_sum = self._masked(grad_sq_sum)
-            stats = layer_statistics(
-                self._by_layer(self.params), self._by_layer(start), self._by_layer(grad_sum),
-                self._by_layer(grad_sq_sum), self._previous_mean_grad, steps,
-            )  # fmt: skip
-            self._previous_mean_grad = self._by_layer([g / steps for g in grad_sum])
+        self._zero_inactive()
+        grad_sum = self._masked(grad_sum)
+        grad_sq_sum = self._masked(grad_sq_sum)
+        previous = self._previous_mean_grad
+        if previous is not None:
+            previous = self._by_layer(self._views(previous))
+        stats = layer_statistics(
+            self._by_layer(self.params), self._by_layer(self._views(start)),
+            self._by_layer(self._views(grad_sum)), self._by_layer(self._views(grad_sq_sum)),
+            previous, steps,
+        )  # fmt: skip
+        self._previous_mean_grad = grad_sum / steps
         return loss_sum / steps, stats
+
+    def _gradient(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss [N] of the minibatch `indices` [N, B] and its gradient, laid out as `flat`.
+
+        The gradient of network i is that of its own loss times its grad scale. MLPs take
+        the hand-derived backward; other modules take autograd.
+        """
+        x, y = self._batch(indices)
+        if self._fast_mlp:
+            return self._mlp_gradient(x, y)
+        with torch.enable_grad():
+            leaf = self.flat.detach().requires_grad_(True)
+            losses = self._losses(self._views(leaf), x, y)
+            (grad,) = torch.autograd.grad((losses * self.grad_scale).sum(), leaf)
+        return losses.detach(), grad
+
+    def _mlp_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward and backward of the MLP by hand, written into the `_grad` buffer.
+
+        Without autograd's graph and engine a step is about thirty kernel calls, which is
+        what a population of one (or a GPU) spends its time on. Activations are held as
+        [N, features, B] (see `_forward`).
+        """
+        weights, biases = self.params[0::2], self.params[1::2]
+        grad = self._views(self._grad)
+        inputs = []  # each Linear's input, kept for its weight gradient
+        h = x.transpose(1, 2)
+        for j, (weight, bias) in enumerate(zip(weights, biases)):
+            inputs.append(h)
+            h = torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if j < len(weights) - 1:
+                h = h.relu_()
+        scale = self.grad_scale.view(-1, 1, 1)
+        if self.classification:  # the loss is the mean over examples of cross-entropy
+            log_probs = h.log_softmax(1)
+            labels = y.unsqueeze(1)
+            losses = -log_probs.gather(1, labels).mean((1, 2))
+            delta = log_probs.exp_().scatter_add_(1, labels, self._minus_ones)  # p - onehot
+            delta = delta.mul_(scale / h.shape[2])
+        else:  # the mean over examples and outputs of the squared error
+            diff = h - y.transpose(1, 2)
+            losses = diff.square().flatten(1).mean(1)
+            delta = diff.mul_(scale * (2.0 / h[0].numel()))
+        for j in reversed(range(len(weights))):
+            torch.bmm(delta, inputs[j].transpose(1, 2), out=grad[2 * j])
+            torch.sum(delta, 2, out=grad[2 * j + 1])
+            if j > 0:  # back through the weights, then the ReLU (zero where it was off)
+                delta = torch.bmm(weights[j].transpose(1, 2), delta)
+                delta = torch.ops.aten.threshold_backward(delta, inputs[j], 0.0)
+        return losses, self._grad
 
     @contextlib.contextmanager
     def _cpu_settings(self) -> Iterator[None]:
@@ -220,58 +279,61 @@ class PopulationTrainer:
             torch.set_flush_denormal(False)
             torch.set_num_threads(threads)
 
-    def _apply(self, grads: list[torch.Tensor], lr_views: list[torch.Tensor]) -> None:
+    def _apply(self, grad: torch.Tensor, element_lrs: torch.Tensor) -> None:
         """One optimiser step for every network: SGD (with momentum) or Adam."""
         if self.optimizer == "adam":
             b1, b2 = ADAM_BETAS
             self._adam_steps += 1
-            torch._foreach_lerp_(self._buffers, grads, 1.0 - b1)
-            torch._foreach_mul_(self._second, b2)
-            torch._foreach_addcmul_(self._second, grads, grads, value=1.0 - b2)
+            self._buffers.lerp_(grad, 1.0 - b1)
+            self._second.mul_(b2).addcmul_(grad, grad, value=1.0 - b2)
             correction1 = 1.0 - b1**self._adam_steps
             correction2 = 1.0 - b2**self._adam_steps
-            denom = torch._foreach_sqrt(self._second)
-            torch._foreach_div_(denom, correction2**0.5)
-            torch._foreach_add_(denom, ADAM_EPS)
-            step = torch._foreach_div(self._buffers, denom)
-            torch._foreach_addcmul_(self.params, step, lr_views, value=-1.0 / correction1)
+            denom = self._second.sqrt().div_(correction2**0.5).add_(ADAM_EPS)
+            step = self._buffers / denom
+            self.flat.addcmul_(step, element_lrs, value=-1.0 / correction1)
         elif self.momentum > 0.0:
-            torch._foreach_mul_(self._buffers, self.momentum)
-            torch._foreach_add_(self._buffers, grads)
-            torch._foreach_addcmul_(self.params, self._buffers, lr_views, value=-1.0)
+            self._buffers.mul_(self.momentum).add_(grad)
+            self.flat.addcmul_(self._buffers, element_lrs, value=-1.0)
         else:
-            torch._foreach_addcmul_(self.params, grads, lr_views, value=-1.0)
+            self.flat.addcmul_(grad, element_lrs, value=-1.0)
 
     def freeze(self, networks: np.ndarray) -> None:
         """Stop training these networks (diverged): zero their weights so no NaN lingers."""
         mask = torch.as_tensor(np.asarray(networks, dtype=bool), device=self.device)
         self._active = torch.where(mask, torch.zeros_like(self._active), self._active)
+        self._all_active = self._all_active and not bool(mask.any())
         with torch.no_grad():
             self._zero_inactive()
             if self._previous_mean_grad is not None:
-                self._previous_mean_grad = [self._masked(g) for g in self._previous_mean_grad]
+                self._previous_mean_grad = self._masked(self._previous_mean_grad)
 
     def _zero_inactive(self) -> None:
-        keep = self._active > 0
-        for tensors in (self.params, self._buffers, self._second):
-            for t in tensors:
-                t.copy_(torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, 0.0))
+        if self._all_active:
+            return
+        for buffer in (self.flat, self._buffers, self._second):
+            if buffer is not None:
+                buffer.copy_(self._masked(buffer))
 
     # --------------------------------------------------------------- evaluation
-    def evaluate(self, split: str = "val") -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Loss [N] and accuracy [N] (None for regression) on the val or test split."""
-        with self._cpu_settings(), torch.no_grad():
-            return self._evaluate(split)
+    def evaluate(
+        self, split: str = "val", accuracy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Loss [N] and accuracy [N] (None for regression) on the val or test split.
 
-    def _evaluate(self, split: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        `accuracy=False` skips the accuracy (None): the env reads only the loss of every
+        interval's validation, and an argmax over ten classes costs more than the loss.
+        """
+        with self._cpu_settings(), torch.no_grad():
+            return self._evaluate(split, accuracy)
+
+    def _evaluate(self, split: str, accuracy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
         out = self._forward(self.params, x, shared=True)
         y = y.expand(self.n, *y.shape)
         losses = self._loss_from_outputs(out, y)
-        if not self.classification:
+        if not (self.classification and accuracy):
             return losses, None
-        accuracy = (out.argmax(-1) == y).float().mean(1)
-        return losses, accuracy
+        return losses, (out.argmax(-1) == y).float().mean(1)
 
     # ------------------------------------------------------------------ helpers
     def _losses(self, params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -279,24 +341,29 @@ class PopulationTrainer:
 
     def _loss_from_outputs(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.classification:
-            flat = F.cross_entropy(out.flatten(0, 1), y.flatten(), reduction="none")
-            return flat.view(self.n, -1).mean(1)
+            # classes on the middle axis: the fast layout (see `_forward`)
+            return F.cross_entropy(out.transpose(1, 2), y, reduction="none").mean(1)
         return (out - y).square().flatten(1).mean(1)
 
     def _forward(self, params, x: torch.Tensor, shared: bool) -> torch.Tensor:
-        """Outputs [N, B, ...]; `shared` means x [B, ...] is the same for every network."""
+        """Outputs [N, B, ...]; `shared` means x [B, ...] is the same for every network.
+
+        The MLP computes its activations as [N, features, B] and returns a transposed view:
+        on the CPU, log-softmax and cross-entropy over ten classes are about ten times
+        faster along a middle axis than along the last one.
+        """
         if self._fast_mlp:
-            h = x
+            h = x.transpose(-1, -2)
             last = len(params) // 2 - 1
             for j in range(last + 1):
                 weight, bias = params[2 * j], params[2 * j + 1]
                 if shared and j == 0:
-                    h = torch.matmul(h, weight.transpose(1, 2)) + bias[:, None, :]
+                    h = torch.matmul(weight, h) + bias.unsqueeze(2)
                 else:
-                    h = torch.baddbmm(bias[:, None, :], h, weight.transpose(1, 2))
+                    h = torch.baddbmm(bias.unsqueeze(2), weight, h)
                 if j < last:
-                    h = torch.relu(h)
-            return h
+                    h = h.relu_()
+            return h.transpose(1, 2)
         names, template = self.names, self._template
 
         def one_network(network_params, inputs):
@@ -330,12 +397,25 @@ class PopulationTrainer:
             layers[j].append(tensor)
         return layers
 
-    def _layered(self):
-        return zip(self.params, self.param_layer)
+    def _views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """The per-parameter tensors [N, *shape] of a buffer laid out as `flat`."""
+        return [flat[at : at + size].view(self.n, *shape) for at, size, shape in self._blocks]
 
-    def _masked(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        keep = self._active > 0
-        return [torch.where(keep.view(-1, *[1] * (t.dim() - 1)), t, 0.0) for t in tensors]
+    def _per_element(self, lrs: torch.Tensor) -> torch.Tensor:
+        """Per-network, per-layer values [N, L] spread over every element, laid out as `flat`."""
+        return torch.cat(
+            [
+                lrs[:, j].view(-1, *[1] * len(shape)).expand(self.n, *shape).flatten()
+                for (_, _, shape), j in zip(self._blocks, self.param_layer)
+            ]
+        )
+
+    def _masked(self, flat: torch.Tensor) -> torch.Tensor:
+        """A buffer laid out as `flat`, zero for every inactive network (itself if none is)."""
+        if self._all_active:
+            return flat
+        keep = self._per_element(self._active[:, None].expand(-1, self.num_layers) > 0)
+        return torch.where(keep, flat, 0.0)  # where, not a product: NaN x 0 is NaN
 
     def module(self, i: int) -> nn.Module:
         """Network i as an ordinary nn.Module (a copy of its current weights)."""

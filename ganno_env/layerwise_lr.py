@@ -333,7 +333,7 @@ class LayerwiseLREnv(ParallelEnv):
 
         # statistics of a probe gradient, then the first observations (no update yet)
         probe_losses, stats = self.trainer.probe()
-        val_loss, _ = self.trainer.evaluate("val")
+        val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         obs = self.core.start(
             [layer_lrs(c.initial_lr, num_layers) for c in conditions],
             stats,
@@ -360,7 +360,7 @@ class LayerwiseLREnv(ParallelEnv):
         # train one interval, then measure: capped losses and the next observations
         lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
         train_loss, stats = self.trainer.train(lrs, self.config.interval)
-        val_loss, _ = self.trainer.evaluate("val")
+        val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         self.inner_steps += self.config.interval
         self.layer_stats = stats
         measured = self.core.measure(stats, train_loss.cpu().numpy(), val_loss.cpu().numpy(), live)

@@ -305,9 +305,9 @@ def test_gradients_and_probe_stats_match_reference(make_module):
     for p, b in zip(trainer.params, before):
         assert torch.equal(p, b)  # probe does not update
 
-    # the engine's per-network gradient, through its own batched loss
-    engine_losses = trainer._losses(trainer.params, *trainer._batch(batch))
-    engine_grads = torch.autograd.grad(engine_losses.sum(), trainer.params)
+    # the engine's per-network gradient, as its training step computes it
+    engine_losses, engine_grad = trainer._gradient(batch)
+    engine_grads = trainer._views(engine_grad.clone())
 
     refs = references(make_module, data, torch.zeros(3, trainer.num_layers))
     ref_losses = []
