@@ -98,6 +98,7 @@ class PopulationTrainer:
         ]
         self.params = self._views(self.flat)
         self._grad = torch.zeros_like(self.flat)
+        self._grad_views = self._views(self._grad)
         self._minus_ones = torch.full((self.n, 1, batch_size), -1.0, device=self.device)
         self._template = copy.deepcopy(modules[0]).to(self.device)
         self._fast_mlp = isinstance(modules[0], MLP)
@@ -119,6 +120,7 @@ class PopulationTrainer:
         self._adam_steps = 0
         self._active = torch.ones(self.n, device=self.device)
         self._all_active = True  # lets the masks be skipped until a network is frozen
+        self._keep: torch.Tensor | None = None  # per element: is its network active
         # multiplies each network's training loss (see `build`); ones: plain training
         scales = [1.0] * self.n if grad_scales is None else [float(g) for g in grad_scales]
         self.grad_scale = torch.tensor(scales, device=self.device, dtype=torch.float32)
@@ -237,7 +239,7 @@ class PopulationTrainer:
         [N, features, B] (see `_forward`).
         """
         weights, biases = self.params[0::2], self.params[1::2]
-        grad = self._views(self._grad)
+        grad = self._grad_views
         inputs = []  # each Linear's input, kept for its weight gradient
         h = x.transpose(1, 2)
         for j, (weight, bias) in enumerate(zip(weights, biases)):
@@ -300,8 +302,11 @@ class PopulationTrainer:
     def freeze(self, networks: np.ndarray) -> None:
         """Stop training these networks (diverged): zero their weights so no NaN lingers."""
         mask = torch.as_tensor(np.asarray(networks, dtype=bool), device=self.device)
+        if not bool(mask.any()):
+            return
         self._active = torch.where(mask, torch.zeros_like(self._active), self._active)
-        self._all_active = self._all_active and not bool(mask.any())
+        self._all_active = False
+        self._keep = self._per_element(self._active[:, None].expand(-1, self.num_layers) > 0)
         with torch.no_grad():
             self._zero_inactive()
             if self._previous_mean_grad is not None:
@@ -372,7 +377,11 @@ class PopulationTrainer:
         return torch.vmap(one_network, in_dims=(0, None if shared else 0))(tuple(params), x)
 
     def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x_train[indices], self.y_train[indices]
+        """Inputs and targets [N, B, ...] of the minibatch `indices` [N, B]."""
+        rows = indices.flatten()  # index_select: a third of the cost of x[indices]
+        x = self.x_train.index_select(0, rows).view(*indices.shape, *self.x_train.shape[1:])
+        y = self.y_train.index_select(0, rows).view(*indices.shape, *self.y_train.shape[1:])
+        return x, y
 
     def _take_batches(self, steps: int) -> torch.Tensor:
         """Minibatch indices [steps, N, B]: each network walks its own reshuffled epochs."""
@@ -414,8 +423,7 @@ class PopulationTrainer:
         """A buffer laid out as `flat`, zero for every inactive network (itself if none is)."""
         if self._all_active:
             return flat
-        keep = self._per_element(self._active[:, None].expand(-1, self.num_layers) > 0)
-        return torch.where(keep, flat, 0.0)  # where, not a product: NaN x 0 is NaN
+        return torch.where(self._keep, flat, 0.0)  # where, not a product: NaN x 0 is NaN
 
     def module(self, i: int) -> nn.Module:
         """Network i as an ordinary nn.Module (a copy of its current weights)."""
