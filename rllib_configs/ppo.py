@@ -102,8 +102,11 @@ def local() -> Preset:
         env_config={"conditions": "train_wide", "population": 8, "lr_factors": WIDE_FACTORS},
         eval_env_config={"conditions": "unseen_lr", "population": 4},
         num_env_runners=2,  # one per core; the driver's learner is light
-        num_envs_per_env_runner=1,
-        train_batch_size=5120,  # two 40-decision episodes of 8 x 4 agents per runner
+        # two envs per runner: one module forward and one connector pass serve both, and a
+        # runner's sample mixes two condition draws, so runners wait less for each other
+        # (benchmarks/perf_rllib.py --local)
+        num_envs_per_env_runner=2,
+        train_batch_size=5120,  # one 40-decision episode of 8 x 4 agents per env
         minibatch_size=512,
         num_epochs=6,
         lr=5e-4,
