@@ -170,7 +170,7 @@ class PopulationTrainer:
 
     def _probe(self) -> tuple[torch.Tensor, LayerStats]:
         self._carry = self._take_batches(1)
-        losses, grad = self._gradient(self._carry[0])
+        losses, grad = self._gradient(*self._batch(self._carry[0]))
         grad = self._masked(grad)
         stats = layer_statistics(
             self._by_layer(self.params), None, self._by_layer(self._views(grad)),
@@ -196,7 +196,7 @@ class PopulationTrainer:
         grad_sq_sum = torch.zeros_like(self.flat)
         loss_sum = torch.zeros(self.n, device=self.device)
         for t in range(steps):
-            losses, grad = self._gradient(batches[t])
+            losses, grad = self._gradient(*self._batch(batches[t]))
             loss_sum += losses
             grad_sum += grad
             grad_sq_sum.addcmul_(grad, grad)
@@ -216,13 +216,12 @@ class PopulationTrainer:
         self._previous_mean_grad = grad_sum / steps
         return loss_sum / steps, stats
 
-    def _gradient(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss [N] of the minibatch `indices` [N, B] and its gradient, laid out as `flat`.
+    def _gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Loss [N] of the minibatch x, y [N, B, ...] and its gradient, laid out as `flat`.
 
         The gradient of network i is that of its own loss times its grad scale. MLPs take
         the hand-derived backward; other modules take autograd.
         """
-        x, y = self._batch(indices)
         if self._fast_mlp:
             return self._mlp_gradient(x, y)
         with torch.enable_grad():

@@ -306,7 +306,7 @@ def test_gradients_and_probe_stats_match_reference(make_module):
         assert torch.equal(p, b)  # probe does not update
 
     # the engine's per-network gradient, as its training step computes it
-    engine_losses, engine_grad = trainer._gradient(batch)
+    engine_losses, engine_grad = trainer._gradient(*trainer._batch(batch))
     engine_grads = trainer._views(engine_grad.clone())
 
     refs = references(make_module, data, torch.zeros(3, trainer.num_layers))
@@ -337,6 +337,33 @@ def test_gradients_and_probe_stats_match_reference(make_module):
     assert torch.equal(stats.update_ratio, torch.zeros(3, trainer.num_layers))
     assert torch.equal(stats.noise_ratio, torch.zeros(3, trainer.num_layers))
     assert torch.equal(stats.grad_cosine, torch.zeros(3, trainer.num_layers))
+
+
+@pytest.mark.parametrize(
+    "make_module, data_kwargs",
+    [(make_mlp(), {}), (make_mlp(outputs=2), {"regression": True}), (lambda: Normed(), {})],
+    ids=["mlp-classification", "mlp-regression", "vmap"],
+)
+def test_each_networks_gradient_is_its_own_loss_gradient_times_its_grad_scale(
+    make_module, data_kwargs
+):
+    data = regression_data() if data_kwargs.get("regression") else classification_data()
+    grad_scales = (0.5, 3.0, 1.0)
+    batch = engine_batches(make_module, data, SEEDS, 1)[0]
+    trainer = PopulationTrainer.build(
+        make_module, data, BATCH, SEEDS, SCALES, grad_scales=grad_scales
+    )
+    losses, grad = trainer._gradient(*trainer._batch(batch))
+    grads = trainer._views(grad.clone())
+    refs = references(make_module, data, torch.zeros(3, trainer.num_layers))
+    for i, ref in enumerate(refs):
+        ref.module.zero_grad()
+        loss = ref.loss(data.x_train[batch[i]], data.y_train[batch[i]])
+        (loss * grad_scales[i]).backward()
+        torch.testing.assert_close(losses[i], loss.detach(), **TIGHT)  # the unscaled loss
+        named = dict(ref.module.named_parameters())
+        for name, g in zip(trainer.names, grads):
+            torch.testing.assert_close(g[i], named[name].grad, **TIGHT, msg=f"{i} {name}")
 
 
 def test_probe_batch_is_the_first_batch_of_the_next_train():
