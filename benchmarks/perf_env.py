@@ -47,6 +47,10 @@ How to read the table:
 * ``peak RSS``: ``ru_maxrss`` of the fresh process that ran the configuration's first
   repeat (it includes the interpreter, torch and the dataset).
 
+With ``--profile``, each population's episode also runs once under ``torch.profiler``,
+and the run prints the operations that take the most CPU time (their share of all
+operator time; the profiler's own overhead inflates the many small calls).
+
 After the table come the sgemm line, the leak line (current RSS after the first and after
 the last of ``--leak-episodes`` short episodes of the smallest population, and the
 growth between them), and the targets with PASS/FAIL. All numbers go to ``--json``.
@@ -84,6 +88,7 @@ SGEMM_RUNS = 10
 DEFAULTS = {"populations": "1,8,64,256", "steps": 500, "repeats": 3, "leak_episodes": 100}
 QUICK = {"populations": "1,8", "steps": 100, "repeats": 1, "leak_episodes": 5}
 MIB = 2**20
+PROFILE_TOP = 8  # operators listed per population by --profile
 BUSY_WARNING = 0.1  # share of the CPUs busy before the run above which we warn
 
 
@@ -286,6 +291,21 @@ def leak_check(spec: Spec, episodes: int) -> dict[str, Any]:
     }
 
 
+def profile_shares(spec: Spec, seed: int, top: int = PROFILE_TOP) -> list[tuple[str, float]]:
+    """The `top` operators by self CPU time in one episode, with their share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    env = make_env(spec, max_cycles=spec.steps // INTERVAL)
+    run_episode(env, seed=seed + 1_000_000, max_decisions=1)  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run_episode(env, seed=seed)
+    env.close()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:top]]
+
+
 def in_fresh_process(function: Callable[..., Any], *args: Any) -> Any:
     """Call `function(*args)` in a newly spawned process and return its result."""
     context = multiprocessing.get_context("spawn")
@@ -410,8 +430,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help=f"episodes of the leak check, 0 skips it (default {DEFAULTS['leak_episodes']})",
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="also print where each population's time goes"
+    )
     parser.add_argument("--task", default="digits_mlp")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--batch-size", type=int, help="default: the task's own batch size (digits_mlp: 32)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -429,6 +454,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--populations: every population must be >= 1")
     if args.steps < INTERVAL:
         parser.error(f"--steps {args.steps}; allowed: >= {INTERVAL} (one decision)")
+    try:
+        task = get_task(args.task)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.batch_size is None:
+        args.batch_size = task.batch_size
     if args.repeats < 1 or args.leak_episodes < 0 or args.batch_size < 1:
         parser.error("--repeats and --batch-size must be >= 1, --leak-episodes >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -504,6 +535,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{leak['cuda_allocated_last_mib']:.1f} MiB"
             )
         print(line)
+    profiles = {}
+    if args.profile:
+        for spec in specs[1:]:
+            profiles[spec.name] = in_fresh_process(profile_shares, spec, 0)
+            shares = ", ".join(f"{name} {share:.0%}" for name, share in profiles[spec.name])
+            print(f"profile {spec.name}: {shares}")
     verdicts = {None: "n/a", True: "PASS", False: "FAIL"}
     print("targets: " + "; ".join(f"{k}: {verdicts[v]}" for k, v in targets.items()))
 
@@ -527,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "specs": [asdict(spec) for spec in specs],
         "leak": leak,
         "targets": targets,
+        "profiles": profiles,
     }
     with open(args.json, "w") as f:
         json.dump(report, f, indent=2)

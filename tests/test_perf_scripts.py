@@ -1,0 +1,39 @@
+"""The speed benchmark runs end to end on a tiny configuration and writes what it prints.
+
+Speed itself is measured by running the script on a quiet machine, never asserted here.
+"""
+
+import json
+
+import pytest
+
+from benchmarks import perf_env
+
+
+def test_perf_env_measures_every_configuration_and_profiles_them(tmp_path, capsys):
+    out = tmp_path / "perf.json"
+    argv = ["--populations", "1,2", "--steps", "25", "--repeats", "1", "--leak-episodes", "2"]
+    assert perf_env.main([*argv, "--profile", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+
+    assert report["args"]["batch_size"] == 32  # the default task's own batch size
+    configs = report["configs"]
+    assert list(configs) == ["plain", "env pop 1", "env pop 2"]
+    assert configs["env pop 2"]["measurements"][0]["network_steps"] == 2 * 25
+    assert configs["env pop 2"]["agent_steps_per_s"] > 0
+    assert configs["plain"]["ratio_to_plain"] == 1.0
+    for name in ("env pop 1", "env pop 2"):
+        shares = report["profiles"][name]
+        assert 0 < len(shares) <= perf_env.PROFILE_TOP
+        assert all(0 < share <= 1 for _, share in shares)
+        assert sum(share for _, share in shares) <= 1.0 + 1e-9
+    assert report["leak"]["episodes"] == 2
+    printed = capsys.readouterr().out
+    assert "env pop 2" in printed and "profile env pop 1:" in printed and "targets:" in printed
+
+
+def test_perf_env_refuses_an_unknown_task_before_measuring(capsys):
+    with pytest.raises(SystemExit) as stop:
+        perf_env.main(["--task", "no_such_task"])
+    assert stop.value.code == 2
+    assert "no_such_task" in capsys.readouterr().err
