@@ -29,7 +29,7 @@ import ray
 
 from ganno_env.config import ENV_DEFAULTS
 from rllib_configs.env import GannoMultiAgentEnv
-from rllib_configs.ppo import build_config, get_preset
+from rllib_configs.ppo import Preset, build_config, get_preset
 
 # (env runners, envs per runner, networks per env)
 SETTINGS = (
@@ -70,7 +70,7 @@ def measure(runners: int, envs: int, population: int, iterations: int) -> dict:
     }
 
 
-def train_and_time(preset, iterations: int) -> dict:
+def train_and_time(preset: Preset, iterations: int) -> dict:
     """A warm-up iteration, then medians of `iterations` measured ones."""
     algo = build_config(preset, "shared").build_algo()
     try:
@@ -101,7 +101,9 @@ def train_and_time(preset, iterations: int) -> dict:
 
 
 def raw_env_rate(env_config: dict, episodes: int = RAW_EPISODES) -> dict:
-    """Agent-steps/s of the env itself under a preset's env config, random actions."""
+    """Agent-steps/s of the env itself under a preset's env config, random actions.
+
+    Uniform random indices of the presets' discrete actions (every preset uses them)."""
     env = GannoMultiAgentEnv({"num_threads": 1, **env_config}).par_env
     agent_steps, seconds = 0, 0.0
     for seed in range(episodes):
