@@ -237,15 +237,10 @@ class PopulationTrainer:
         what a population of one (or a GPU) spends its time on. Activations are held as
         [N, features, B] (see `_forward`).
         """
-        weights, biases = self.params[0::2], self.params[1::2]
+        weights = self.params[0::2]
         grad = self._grad_views
-        inputs = []  # each Linear's input, kept for its weight gradient
-        h = x.transpose(1, 2)
-        for j, (weight, bias) in enumerate(zip(weights, biases)):
-            inputs.append(h)
-            h = torch.baddbmm(bias.unsqueeze(2), weight, h)
-            if j < len(weights) - 1:
-                h = h.relu_()
+        inputs: list[torch.Tensor] = []  # each Linear's input, kept for its weight gradient
+        h = self._mlp_outputs(self.params, x, shared=False, inputs=inputs)
         scale = self.grad_scale.view(-1, 1, 1)
         if self.classification:  # the loss is the mean over examples of cross-entropy
             log_probs = h.log_softmax(1)
@@ -357,23 +352,32 @@ class PopulationTrainer:
         faster along a middle axis than along the last one.
         """
         if self._fast_mlp:
-            h = x.transpose(-1, -2)
-            last = len(params) // 2 - 1
-            for j in range(last + 1):
-                weight, bias = params[2 * j], params[2 * j + 1]
-                if shared and j == 0:
-                    h = torch.matmul(weight, h) + bias.unsqueeze(2)
-                else:
-                    h = torch.baddbmm(bias.unsqueeze(2), weight, h)
-                if j < last:
-                    h = h.relu_()
-            return h.transpose(1, 2)
+            return self._mlp_outputs(params, x, shared).transpose(1, 2)
         names, template = self.names, self._template
 
         def one_network(network_params, inputs):
             return torch.func.functional_call(template, dict(zip(names, network_params)), inputs)
 
         return torch.vmap(one_network, in_dims=(0, None if shared else 0))(tuple(params), x)
+
+    def _mlp_outputs(
+        self, params, x: torch.Tensor, shared: bool, inputs: list | None = None
+    ) -> torch.Tensor:
+        """The MLP's outputs as [N, outputs, B]; `inputs` (if given) collects each Linear's
+        input in the same layout, for the hand-derived backward."""
+        h = x.transpose(-1, -2)
+        last = len(params) // 2 - 1
+        for j in range(last + 1):
+            if inputs is not None:
+                inputs.append(h)
+            weight, bias = params[2 * j], params[2 * j + 1]
+            if shared and j == 0:
+                h = torch.matmul(weight, h) + bias.unsqueeze(2)
+            else:
+                h = torch.baddbmm(bias.unsqueeze(2), weight, h)
+            if j < last:
+                h = h.relu_()
+        return h
 
     def _batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets [N, B, ...] of the minibatch `indices` [N, B]."""
