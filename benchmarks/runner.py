@@ -204,7 +204,7 @@ def run_inputs(
             "controller_hash": digest(controller_params(controller)),
             "policy_hash": policy_hash if name in POLICY_CONTROLLERS else None,
             "env_hash": digest(settings),
-            "env_version": env_version(features_version),
+            "env_version": env_version(features_version, settings.get("controls", ("lr",))),
             "features_version": features_version,
         }
     return inputs
@@ -330,6 +330,7 @@ def record(suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float) -
         "interval": result.interval,
         "val_curve": result.val_curve,
         "lr_schedule": result.lr_schedule,
+        **({"knob_schedules": result.knob_schedules} if result.knob_schedules else {}),
         "wall_s": wall_s,
     }
 

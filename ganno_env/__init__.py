@@ -4,12 +4,13 @@ Each layer of a training network is an agent that sets its own learning rate. Im
 env as `from ganno_env import layerwise_lr_v1`, or make it through PettingZoo's registry:
 `pettingzoo.make("parallel", "ganno/layerwise_lr-v1")`. Ray is not needed here. The
 previous version, `layerwise_lr_v0` (ids `ganno/...-v0`), stays available for the policies
-trained on it.
+trained on it. `layerwise_lr_v2` (ids `ganno/...-v2`) lets agents set more than the LR
+(`controls`, `ganno_env.knobs`): by default the LR and momentum.
 """
 
 from pettingzoo import register as _register
 
-from ganno_env import layerwise_lr_v0, layerwise_lr_v1
+from ganno_env import layerwise_lr_v0, layerwise_lr_v1, layerwise_lr_v2
 from ganno_env.conditions import (
     CONDITIONS_VERSION,
     Condition,
@@ -39,14 +40,16 @@ __all__ = [
     "get_task",
     "layerwise_lr_v0",
     "layerwise_lr_v1",
+    "layerwise_lr_v2",
     "load_conditions",
     "load_dataset",
     "load_policy",
     "register_task",
 ]
 
-# One id per env version and task; -v0 keeps the v0 env (features v1) for its policies.
-for _version in (0, 1):
+# One id per env version and task; -v0 keeps the v0 env (features v1) for its policies, and
+# -v2 is the env whose agents set the LR and momentum.
+for _version in (0, 1, 2):
     _entry = f"ganno_env.layerwise_lr_v{_version}"
     _register("parallel", f"ganno/layerwise_lr-v{_version}", f"{_entry}:parallel_env")
     _register("aec", f"ganno/layerwise_lr-v{_version}", f"{_entry}:env")

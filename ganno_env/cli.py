@@ -117,6 +117,18 @@ def _rllib(command: str):
     return get_preset, train
 
 
+def _controls(text: str) -> list[str]:
+    """Comma-separated knob names, checked as env `controls` (an error lists the known)."""
+    from ganno_env.knobs import get_knobs
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    try:
+        get_knobs(names)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return names
+
+
 def _seed(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 0")
@@ -147,6 +159,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["lr_factors"] = list(args.lr_factors)
     if args.population is not None:
         env_config["population"] = args.population
+    if args.controls is not None:
+        env_config["controls"] = list(args.controls)
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -314,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--population", type=_positive_int, default=None,
                        help="networks per env (default: the preset's)")  # fmt: skip
+    train.add_argument(
+        "--controls",
+        type=_controls,
+        default=None,
+        help="the knobs agents set, comma-separated, the LR first: lr (default), "
+        "lr,momentum, lr,weight_decay",
+    )
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out")
     again.add_argument("--overwrite", action="store_true", help="replace the run in --out")

@@ -23,6 +23,7 @@ from ganno_env.conditions import (
 )
 from ganno_env.engine import OPTIMIZERS
 from ganno_env.features import FEATURES_VERSION, feature_set
+from ganno_env.knobs import get_knobs
 from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous", "log_lr")
@@ -54,6 +55,8 @@ class EnvConfig:
     val_limit: int | None = 1000
     num_threads: int | None = None
     features_version: int = FEATURES_VERSION
+    controls: Sequence[str] = ("lr",)
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
@@ -97,6 +100,8 @@ class EnvConfig:
             )
         if not _number(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum={self.momentum!r}; allowed: a number in [0, 1)")
+        if not _number(self.weight_decay) or not self.weight_decay >= 0.0:
+            raise ValueError(f"weight_decay={self.weight_decay!r}; allowed: a number >= 0")
         if self.initial_lr is not None:
             check_condition_values({"initial_lr": self.initial_lr}, "initial_lr")
         check_device(self.device)
@@ -115,6 +120,30 @@ class EnvConfig:
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ValueError(f"data_dir={self.data_dir!r}; allowed: a folder path (str) or None")
         self._check_initial_lrs()
+        self._check_controls()
+
+    def _check_controls(self) -> None:
+        """Known knobs, LR first, each working with the base optimiser and starting from a
+        setting inside its bounds (the LR's: `_check_initial_lrs`)."""
+        knobs = get_knobs(self.controls)
+        object.__setattr__(self, "controls", tuple(self.controls))  # a list compares unequal
+        for knob in knobs[1:]:
+            if self.optimizer not in knob.optimizers:
+                raise ValueError(
+                    f"controls={tuple(self.controls)!r} with optimizer={self.optimizer!r}; "
+                    f"allowed: the {knob.name} knob with optimizer in {knob.optimizers}"
+                )
+            initial, (low, high) = getattr(self, knob.initial, knob.default), knob.bounds
+            if not low <= initial <= high and initial != 0.0:
+                raise ValueError(
+                    f"{knob.initial}={initial!r} is where the {knob.name} knob starts; allowed: "
+                    f"[{low:g}, {high:g}] (or 0, which starts it at its lower bound)"
+                )
+
+    def knob_settings(self) -> dict[str, float]:
+        """The initial value of every knob after the LR, from its env setting."""
+        knobs = get_knobs(self.controls)[1:]
+        return {knob.name: getattr(self, knob.initial, knob.default) for knob in knobs}
 
     def _check_initial_lrs(self) -> None:
         """Every initial LR the env can start from lies inside `lr_bounds` (else ValueError).

@@ -267,9 +267,12 @@ class RandomFactors(Controller):
 
 
 def same_setting(a: Any, b: Any) -> bool:
-    """Equal env settings: numbers and number sequences up to float rounding."""
+    """Equal env settings: numbers and number sequences up to float rounding, names and
+    sequences of names (`controls`) exactly."""
     if isinstance(a, str) or isinstance(b, str) or a is None or b is None:
         return a == b
+    if _names(a) or _names(b):
+        return _names(a) and _names(b) and tuple(a) == tuple(b)
     try:
         x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     except (TypeError, ValueError):
@@ -278,10 +281,23 @@ def same_setting(a: Any, b: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """Sequences as tuples of floats, for messages that read like the env's kwargs."""
+    """Sequences as tuples of floats (or of names), for messages that read like the env's
+    kwargs."""
+    if _names(value):
+        return tuple(value)
     if isinstance(value, Sequence) and not isinstance(value, str):
         return tuple(float(v) for v in value)
     return value
+
+
+def _names(value: Any) -> bool:
+    """A non-empty sequence of strings, such as `controls`."""
+    return (
+        isinstance(value, Sequence)
+        and not isinstance(value, str)
+        and len(value) > 0
+        and all(isinstance(v, str) for v in value)
+    )
 
 
 HAND_MADE = {

@@ -33,6 +33,7 @@ from ganno_env.features import (
     feature_set,
     observation_features,
 )
+from ganno_env.knobs import Control, knob_columns, make_controls
 
 
 @dataclass(frozen=True)
@@ -50,13 +51,17 @@ class DecisionCore:
 
     Arguments are the settings the agents were trained with: `action_mode` ("discrete",
     "continuous" or "log_lr"), `lr_factors`, `lr_bounds`, `divergence_factor` (the cap on
-    the val loss, times the initial one), `max_cycles` (what `progress` counts up to) and
-    `features_version` (the observation feature set the agents read, `FEATURE_SETS`).
+    the val loss, times the initial one), `max_cycles` (what `progress` counts up to),
+    `features_version` (the observation feature set the agents read, `FEATURE_SETS`) and
+    `controls`, the knobs the agents set (`ganno_env.knobs`; the LR first, whose factors
+    and bounds are `lr_factors` and `lr_bounds`), with `knob_settings` the factors and
+    bounds of the others where they are not the knobs' own.
 
-    State, set by `start` (None before): `lrs` and `last_log_factor` [N, L];
-    `initial_val_loss`, `cap`, `val_loss`, `train_loss` [N] (capped, finite); `diverged`
-    [N]; `feature_reference`; `observations` [N, L, F], the latest; `decisions`, the
-    actions applied so far. `state_dict` / `load_state_dict` save and restore it.
+    State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
+    column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
+    `val_loss`, `train_loss` [N] (capped, finite); `diverged` [N]; `feature_reference`;
+    `observations` [N, L, F], the latest; `decisions`, the actions applied so far.
+    `state_dict` / `load_state_dict` save and restore it.
     """
 
     def __init__(
@@ -67,18 +72,23 @@ class DecisionCore:
         divergence_factor: float,
         max_cycles: int,
         features_version: int = FEATURES_VERSION,
+        controls: Sequence[str] = ("lr",),
+        knob_settings: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         feature_set(features_version)  # ValueError naming the known versions
         self.features_version = int(features_version)
         self.action_mode = action_mode
+        self.controls: tuple[Control, ...] = make_controls(
+            controls, lr_factors, lr_bounds, knob_settings
+        )
         self.lr_factors = np.asarray(lr_factors, dtype=np.float64)
         low, high = lr_bounds
         self.lr_bounds = (float(low), float(high))
         self.divergence_factor = float(divergence_factor)
         self.max_cycles = int(max_cycles)
         self.decisions = 0
-        self.lrs: np.ndarray | None = None
-        self.last_log_factor: np.ndarray | None = None
+        self.values: np.ndarray | None = None
+        self.last_log_factors: np.ndarray | None = None
         self.initial_val_loss: np.ndarray | None = None
         self.cap: np.ndarray | None = None
         self.val_loss: np.ndarray | None = None
@@ -87,10 +97,31 @@ class DecisionCore:
         self.feature_reference: FeatureReference | None = None
         self.observations: np.ndarray | None = None
 
-    def action_range(self) -> tuple[float, float]:
-        """The interval of a Box action's number (`box_action_range`); the env's action
-        space and the scheduler both use it."""
-        return box_action_range(self.action_mode, self.lr_factors, self.lr_bounds)
+    @property
+    def lrs(self) -> np.ndarray | None:
+        """The LRs [N, L]: the first knob's values."""
+        return None if self.values is None else self.values[..., 0]
+
+    @property
+    def last_log_factor(self) -> np.ndarray | None:
+        """ln of the LR factor each layer last asked for [N, L]."""
+        return None if self.last_log_factors is None else self.last_log_factors[..., 0]
+
+    def knob_values(self, name: str) -> np.ndarray | None:
+        """The values [N, L] of the knob called `name` (one of `controls`)."""
+        names = [c.name for c in self.controls]
+        if name not in names:
+            raise ValueError(f"knob {name!r} is not controlled here; controls: {names}")
+        return None if self.values is None else self.values[..., names.index(name)]
+
+    def action_range(self) -> tuple[np.ndarray, np.ndarray]:
+        """The intervals [K] of a Box action's numbers, one per knob (`box_action_range`);
+        the env's action space and the scheduler both use them."""
+        ranges = [
+            box_action_range(self.action_mode, c.factors, c.knob.coordinate_bounds(c.bounds))
+            for c in self.controls
+        ]
+        return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -111,7 +142,12 @@ class DecisionCore:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` returned (arrays back to numpy, with their dtypes)."""
+        """Restore what `state_dict` returned (arrays back to numpy, with their dtypes).
+
+        A state saved before knobs existed (`lrs` and `last_log_factor` [N, L]) loads as
+        the LR's column."""
+        if "values" not in state and "lrs" in state:
+            state = {**state, **{new: _column(state[old]) for old, new in _OLD_NAMES.items()}}
         missing = sorted({"decisions", "feature_reference", *_STATE_ARRAYS} - set(state))
         if missing:
             raise ValueError(f"decision state lacks {missing}; pass what state_dict() returned")
@@ -126,17 +162,28 @@ class DecisionCore:
         )
 
     # ------------------------------------------------- statistics -> observations
-    def start(self, lrs: Any, stats: LayerStats, train_loss: Any, val_loss: Any) -> np.ndarray:
+    def start(self, values: Any, stats: LayerStats, train_loss: Any, val_loss: Any) -> np.ndarray:
         """The first decision, before any update: observations [N, L, F] of the probe.
 
-        `lrs` [N, L] are the initial LRs, `stats` the probe gradient's statistics,
-        `train_loss` and `val_loss` [N] the probe's loss and the val loss as measured (any
-        value). The val loss sets the reference of the loss features and the cap; a
-        non-finite or non-positive one uses 1.0, so no feature is ever NaN.
+        `values` are the initial values of the knobs: [N, L, K], or the initial LRs [N, L]
+        when the LR is the only knob; each is clipped to its knob's bounds. `stats` are the
+        probe gradient's statistics, `train_loss` and `val_loss` [N] the probe's loss and
+        the val loss as measured (any value). The val loss sets the reference of the loss
+        features and the cap; a non-finite or non-positive one uses 1.0, so no feature is
+        ever NaN.
         """
-        low, high = self.lr_bounds
-        self.lrs = np.clip(np.asarray(lrs, dtype=np.float64), low, high)
-        self.last_log_factor = np.zeros(self.lrs.shape)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 2:
+            values = values[..., None]
+        if values.shape[-1] != len(self.controls):
+            raise ValueError(
+                f"start() got values for {values.shape[-1]} knobs; controls are "
+                f"{[c.name for c in self.controls]}"
+            )
+        lows = np.array([c.bounds[0] for c in self.controls])
+        highs = np.array([c.bounds[1] for c in self.controls])
+        self.values = np.clip(values, lows, highs)
+        self.last_log_factors = np.zeros(self.values.shape)
         self.decisions = 0
         val_loss = np.asarray(val_loss, dtype=np.float64)
         self.initial_val_loss = np.where(np.isfinite(val_loss) & (val_loss > 0), val_loss, 1.0)
@@ -173,35 +220,61 @@ class DecisionCore:
     def _observe(
         self, stats: LayerStats, val_ratio: np.ndarray, val_change: np.ndarray
     ) -> np.ndarray:
-        """The agents' observations [N, L, F]: the one call of `observation_features`."""
-        self.observations = observation_features(
+        """The agents' observations [N, L, F]: the feature set (`observation_features`), then
+        each further knob's columns (log10 of its coordinate, its last log-factor)."""
+        observations = observation_features(
             self.lrs, stats, self.feature_reference, self.train_loss / self.initial_val_loss,
             val_ratio, val_change, min(self.decisions / self.max_cycles, 1.0),
             self.last_log_factor, self.features_version,
         )  # fmt: skip
+        if len(self.controls) > 1:
+            extra = [observations]
+            for k, control in enumerate(self.controls[1:], start=1):
+                coordinate = control.knob.coordinate(self.values[..., k])
+                extra.append(np.stack([np.log10(coordinate), self.last_log_factors[..., k]], -1))
+            columns = knob_columns([c.knob for c in self.controls])
+            low = np.array([c.low for c in columns])
+            high = np.array([c.high for c in columns])
+            extra[1:] = [np.clip(np.concatenate(extra[1:], -1), low, high).astype(np.float32)]
+            observations = np.concatenate(extra, -1)
+        self.observations = observations
         return self.observations
 
     # -------------------------------------------------- actions -> new LR values
     def apply_actions(
         self, values: Mapping[tuple[int, int], Any], live: np.ndarray | None = None
     ) -> np.ndarray:
-        """New LRs [N, L] from the actions' values, clipped to `lr_bounds`.
+        """New knob values from the actions' values; returns the new LRs [N, L].
 
-        `values` maps (network, layer) to an in-space action's value (see `requested_lr`);
-        a layer without one keeps its LR, and networks not `live` keep all of theirs.
-        `last_log_factor` records what each layer asked for, before clipping.
+        `values` maps (network, layer) to an in-space action's value: one number when the LR
+        is the only knob, else one per knob (see `requested_lr`, applied to each knob's
+        coordinate). A layer without one keeps its values, and networks not `live` keep all
+        of theirs. Each knob's coordinate is clipped to its bounds; `last_log_factors`
+        records what each layer asked for, before clipping.
         """
-        requested = self.lrs.copy()
+        single = len(self.controls) == 1
+        current = np.stack(
+            [c.knob.coordinate(self.values[..., k]) for k, c in enumerate(self.controls)], -1
+        )
+        requested = current.copy()
         for (i, j), value in values.items():
-            requested[i, j] = requested_lr(
-                requested[i, j], self.action_mode, value, self.lr_factors
-            )
-        low, high = self.lr_bounds
-        new_lrs = np.where(self._live(live)[:, None], np.clip(requested, low, high), self.lrs)
-        self.last_log_factor = np.log(requested / self.lrs)
-        self.lrs = new_lrs
+            parts = [value] if single else list(value)
+            for k, (control, part) in enumerate(zip(self.controls, parts)):
+                requested[i, j, k] = requested_lr(
+                    requested[i, j, k], self.action_mode, part, control.factors
+                )
+        bounds = [c.knob.coordinate_bounds(c.bounds) for c in self.controls]
+        clipped = np.clip(requested, [b[0] for b in bounds], [b[1] for b in bounds])
+        new_values = np.stack(
+            [c.knob.value(clipped[..., k]) for k, c in enumerate(self.controls)], -1
+        )
+        # values of unchanged coordinates stay bit for bit (1 - (1 - m) may round)
+        new_values = np.where(clipped == current, self.values, new_values)
+        live = self._live(live)[:, None, None]
+        self.last_log_factors = np.log(requested / current)
+        self.values = np.where(live, new_values, self.values)
         self.decisions += 1
-        return new_lrs
+        return self.lrs
 
     # ------------------------------------------------------ caps and safe values
     def safe(self, losses: Any) -> np.ndarray:
@@ -210,12 +283,12 @@ class DecisionCore:
         return np.where(np.isfinite(losses), np.minimum(losses, self.cap), self.cap)
 
     def _live(self, live: np.ndarray | None) -> np.ndarray:
-        return np.ones(len(self.lrs), dtype=bool) if live is None else live
+        return np.ones(len(self.values), dtype=bool) if live is None else live
 
 
 _STATE_ARRAYS = (
-    "lrs",
-    "last_log_factor",
+    "values",
+    "last_log_factors",
     "initial_val_loss",
     "cap",
     "val_loss",
@@ -224,6 +297,12 @@ _STATE_ARRAYS = (
     "observations",
 )
 _REFERENCE_ARRAYS = ("lrs", "weight_rms", "grad_rms")
+_OLD_NAMES = {"lrs": "values", "last_log_factor": "last_log_factors"}  # before knobs
+
+
+def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """An LR-only state array [N, L] as the knob arrays [N, L, 1]."""
+    return None if tensor is None else tensor[..., None]
 
 
 def _tensor(array: np.ndarray | None) -> torch.Tensor | None:

@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -68,6 +68,7 @@ class PopulationTrainer:
         val_limit: int | None = None,
         num_threads: int | None = None,
         grad_scales: Sequence[float] | None = None,
+        updates: Sequence[tuple[str, Callable]] = (),
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
@@ -126,6 +127,10 @@ class PopulationTrainer:
         self.grad_scale = torch.tensor(scales, device=self.device, dtype=torch.float32)
         self._previous_mean_grad: torch.Tensor | None = None  # laid out as `flat`
         self.steps_done = 0
+        # per-layer hyperparameters besides the LR, each a change to the step's direction
+        # (`ganno_env.knobs.Knob.update`), applied in this order; their state lives here
+        self.updates = tuple(updates)
+        self._update_state: dict[str, dict] = {name: {} for name, _ in self.updates}
 
     @classmethod
     def build(
@@ -178,18 +183,30 @@ class PopulationTrainer:
         )  # fmt: skip
         return losses, stats
 
-    def train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
+    def train(
+        self, lrs: torch.Tensor, steps: int, knobs: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, LayerStats]:
         """Run `steps` optimiser steps with per-network, per-layer LRs `lrs` [N, L].
 
+        `knobs` gives the [N, L] values of every other hyperparameter in `updates`, by name.
         Returns the mean train loss of each network over the interval [N] and the
         interval's per-layer statistics.
         """
+        missing = sorted({name for name, _ in self.updates} - set(knobs or {}))
+        if missing:
+            raise ValueError(f"train() needs per-layer values of {missing} (knobs=...)")
         with self._cpu_settings(), torch.no_grad():
-            return self._train(lrs, steps)
+            return self._train(lrs, steps, knobs or {})
 
-    def _train(self, lrs: torch.Tensor, steps: int) -> tuple[torch.Tensor, LayerStats]:
+    def _train(
+        self, lrs: torch.Tensor, steps: int, knobs: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, LayerStats]:
         lrs = lrs.to(self.device, torch.float32) * self._active[:, None]
         element_lrs = self._per_element(lrs)
+        element_knobs = [
+            (name, update, self._per_element(knobs[name].to(self.device, torch.float32)))
+            for name, update in self.updates
+        ]
         batches = self._take_batches(steps)
         start = self.flat.clone()
         grad_sum = torch.zeros_like(self.flat)
@@ -200,6 +217,8 @@ class PopulationTrainer:
             loss_sum += losses
             grad_sum += grad
             grad_sq_sum.addcmul_(grad, grad)
+            if element_knobs:
+                grad = self._knob_direction(grad, element_knobs)
             self._apply(grad, element_lrs)
         self.steps_done += steps
         self._zero_inactive()
@@ -275,6 +294,13 @@ class PopulationTrainer:
             torch.set_flush_denormal(False)
             torch.set_num_threads(threads)
 
+    def _knob_direction(self, grad: torch.Tensor, element_knobs: list) -> torch.Tensor:
+        """The step's direction after every knob's update (weight decay, momentum, ...)."""
+        direction = grad
+        for name, update, values in element_knobs:
+            direction = update(direction, self.flat, values, self._update_state[name])
+        return direction
+
     def _apply(self, grad: torch.Tensor, element_lrs: torch.Tensor) -> None:
         """One optimiser step for every network: SGD (with momentum) or Adam."""
         if self.optimizer == "adam":
@@ -309,7 +335,8 @@ class PopulationTrainer:
     def _zero_inactive(self) -> None:
         if self._all_active:
             return
-        for buffer in (self.flat, self._buffers, self._second):
+        knob_state = [t for state in self._update_state.values() for t in state.values()]
+        for buffer in (self.flat, self._buffers, self._second, *knob_state):
             if buffer is not None:
                 buffer.copy_(self._masked(buffer))
 

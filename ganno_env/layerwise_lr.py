@@ -1,15 +1,15 @@
 """# Layerwise learning rates
 
-| Import             | `from ganno_env import layerwise_lr_v1`                           |
+| Import             | `from ganno_env import layerwise_lr_v1` (`_v2`: LR and momentum)  |
 |--------------------|-------------------------------------------------------------------|
 | Registry ids       | `ganno/layerwise_lr-v1`, `ganno/<task>-v1` (e.g. `ganno/digits_mlp-v1`) |
-| Actions            | Discrete(5) (default) or Box(1,) log-factor                       |
+| Actions            | Discrete(5) or Box(1,); MultiDiscrete or Box(K) for K knobs       |
 | Parallel API       | Yes                                                               |
 | Factories          | `parallel_env()` (class `LayerwiseLREnv`), `env()`, `raw_env()`   |
 | Agents             | `layer_0 ... layer_{L-1}`; `net{i}_layer{j}` when population > 1 |
-| Observation shape  | (13,) float32                                                     |
+| Observation shape  | (13,) float32; 13 + 2 per knob after the LR                       |
 | Observation values | clipped per feature, see below                                    |
-| State shape        | (len(possible_agents) * 13,) float32                              |
+| State shape        | (len(possible_agents) * observation size,) float32                |
 
 One episode is one training run of a small network. Each trainable layer (a Linear or
 Conv, weight and bias together) is an agent that sets its own learning rate. Every
@@ -50,6 +50,15 @@ and gradient RMS at reset are `feature_reference`. Env `layerwise_lr_v0` (the
 are log10 of the LR [-8, 2], of the weight RMS [-8, 4] and of the gradient RMS [-10, 4],
 followed by features 4-12 above (`ganno_env.features.FEATURES_V1`).
 
+When the agents set more than the LR (`controls`, see Knobs), each knob after the LR adds two
+numbers, in `controls` order: log10 of its coordinate (the value; 1 - value for momentum)
+and ln of the factor the layer last asked for it (`ganno_env.knobs.Knob.columns`):
+
+| knob         | columns                                              | bounds            |
+|--------------|------------------------------------------------------|-------------------|
+| momentum     | log10_one_minus_momentum, last_log_factor_momentum   | [-2, 0], [-5, 5]  |
+| weight_decay | log10_weight_decay, last_log_factor_weight_decay     | [-6, -1], [-5, 5] |
+
 At reset the gradient features come from the probe batch, the update ratio is at its lower
 bound and the cosine 0. `state()` concatenates the observations of all possible agents
 (zeros for agents not in the episode) for centralised critics.
@@ -59,10 +68,24 @@ Discrete (default): action k multiplies the layer's LR by `lr_factors[k]`. Conti
 (`action_mode="continuous"`): a in [ln min(lr_factors), ln max(lr_factors)] multiplies it by
 exp(a). `action_mode="log_lr"` sets the LR to 10**a, a in log10(`lr_bounds`): hand-made
 schedules use it to follow their formulas exactly. The LR is then clipped to `lr_bounds`.
-A live agent missing from the action dict keeps its LR; an action outside the space, or
+With more knobs (`controls`), an action holds one entry per knob in `controls` order: a
+MultiDiscrete index into each knob's factors, or a Box(K) number per knob (continuous: ln
+of its factor; log_lr: log10 of its coordinate). A live agent missing from the action dict
+keeps its values; an action outside the space, or
 for an agent not in `agents`, raises ValueError. A discrete action is an int-like scalar (a
 Python int, a numpy integer, a 0-d integer array); None is accepted only for agents that
 are done (PettingZoo's convention), and actions other than a dict raise TypeError.
+
+### Knobs
+`controls` names the per-layer hyperparameters the agents set, the LR first
+(`ganno_env.knobs.KNOBS`): `("lr",)` (default), `("lr", "momentum")`, `("lr",
+"weight_decay")` or all three. A knob's factors multiply its coordinate, which is clipped to
+its bounds: momentum's is 1 - momentum (factors 0.5, 1, 2; momentum in [0, 0.99], starting
+from the `momentum` setting; SGD only), weight decay's the value (factors 0.1, 1, 10; in
+[1e-6, 0.1], starting from the `weight_decay` setting, where 0 starts at 1e-6). The engine
+applies them per layer as `torch.optim.SGD` does (weight decay added to the gradient,
+then momentum), so `GannoScheduler` writes the same values into a torch optimizer's param
+groups.
 
 ### Rewards
 Shared by all agents of a network: ln L_val(t-1) - ln L_val(t), so an episode's return is
@@ -72,7 +95,8 @@ training. With `reward="final"` the whole return arrives at the end of the episo
 network whose initial val loss is not finite uses 1.0 as L_val(0).
 
 ### Infos
-Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`; at
+Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`,
+and the value of each knob after the LR under its name (e.g. `momentum`); at
 the end of a network's episode also `test_loss` and `test_accuracy` (classification; 0 for a
 diverged network). All values are finite.
 
@@ -81,7 +105,7 @@ diverged network). All values are finite.
 max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
-val_limit=1000, num_threads=None, features_version=2)``
+val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -98,8 +122,12 @@ val_limit=1000, num_threads=None, features_version=2)``
 * `max_layers`: size of `possible_agents` per network; default: the deepest network the
   conditions can produce. A deeper network raises ValueError.
 * `device`: `"cpu"` or `"cuda[:N]"`: where the networks train.
-* `optimizer`, `momentum`: the base optimiser, `"sgd"` (with optional momentum) or
-  `"adam"` (the agents then scale each layer's Adam step size).
+* `optimizer`, `momentum`, `weight_decay`: the base optimiser, `"sgd"` (with optional
+  momentum) or `"adam"` (the agents then scale each layer's Adam step size), and L2 weight
+  decay (both optimisers). Where the agents set momentum or weight decay (`controls`), the
+  setting is the knob's initial value.
+* `controls`: the knobs the agents set, the LR first (see Knobs). More than the LR makes
+  the env `layerwise_lr_v2`; it needs `features_version=2`.
 * `render_mode`: `"ansi"` (render() returns a per-layer table of LR, gradient RMS and
   update ratio with the losses) or `"human"` (prints it).
 * `data_dir`: folder of local dataset files (MNIST, Fashion-MNIST, CIFAR-10 tasks).
@@ -129,11 +157,16 @@ per network [N] or per network and layer [N, L]; they change at `reset` and `ste
 * `num_layers`, `inner_steps`, `num_moves`: layers this episode, optimiser steps and
   decisions taken so far.
 * `lrs` [N, L], `last_log_factor` [N, L]: the LRs in force, ln of each layer's last factor.
+* `knobs`: the `Knob`s of `controls`; `knob_values(name)` [N, L]: a knob's values in force.
 * `val_loss`, `train_loss` [N]: the capped losses of the last measurement;
   `initial_val_loss` [N] is L_val(0), `cap` [N] the divergence cap.
 * `done` [N]: networks whose episode has ended; `diverged` [N]: those that diverged.
 
 ### Version History
+* v2: `controls`, agents that set more than the LR (see Knobs): a MultiDiscrete or Box(K)
+  action, features v2 plus two columns per knob after the LR, the knobs' values in the
+  infos. `layerwise_lr_v2` sets the LR and momentum by default; an env with `controls`
+  left at `("lr",)` computes exactly v1 and is named `layerwise_lr_v1`.
 * Naming (every version; no change to what the env computes): the ParallelEnv class is
   `LayerwiseLREnv`, and `raw_env()` returns the AEC env without wrappers, PettingZoo's
   convention (`env()` is `raw_env()` wrapped). `raw_env` used to name the ParallelEnv
@@ -178,18 +211,28 @@ from ganno_env.conditions import (
 from ganno_env.config import EnvConfig
 from ganno_env.decision import DecisionCore
 from ganno_env.engine import AGENT_BYTES, PopulationTrainer, check_batchable, check_memory
-from ganno_env.features import feature_bounds
+from ganno_env.knobs import engine_order, get_knobs, observation_bounds
 from ganno_env.models import layer_groups
 from ganno_env.tasks import Task, get_task
 
 SHAPE_FIELDS = ("task", "width", "depth", "batch_size")
-ENV_VERSION = "layerwise_lr_v1"  # the current version
-# Every env version still served, with the observation features it computes.
-ENV_VERSIONS: dict[str, int] = {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2}
+ENV_VERSION = "layerwise_lr_v2"  # the current version
+# Every env version still served, with the observation features it computes (v2: those of
+# v1 plus the columns of the knobs after the LR).
+ENV_VERSIONS: dict[str, int] = {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2, "layerwise_lr_v2": 2}
 
 
-def env_version(features_version: int) -> str:
-    """The env version whose observations are features `features_version`."""
+def env_version(features_version: int, controls: Sequence[str] = ("lr",)) -> str:
+    """The env version that computes features `features_version` for the knobs `controls`:
+    v0 and v1 set the LR alone (features v1 and v2), v2 sets more knobs (features v2)."""
+    if len(controls) > 1:
+        if features_version != ENV_VERSIONS["layerwise_lr_v2"]:
+            raise ValueError(
+                f"controls={tuple(controls)!r} with features_version={features_version!r}; "
+                f"allowed: knobs besides the LR with features_version="
+                f"{ENV_VERSIONS['layerwise_lr_v2']} (env layerwise_lr_v2)"
+            )
+        return "layerwise_lr_v2"
     for name, version in ENV_VERSIONS.items():
         if version == features_version:
             return name
@@ -237,7 +280,10 @@ class LayerwiseLREnv(ParallelEnv):
     def __init__(self, **kwargs: Any):
         self.config = EnvConfig.from_kwargs(kwargs)
         # the version is the feature set's: an env with features v1 is layerwise_lr_v0
-        self.metadata = {**type(self).metadata, "name": env_version(self.config.features_version)}
+        self.metadata = {
+            **type(self).metadata,
+            "name": env_version(self.config.features_version, self.config.controls),
+        }
         self.render_mode = self.config.render_mode
         self._condition = self.config.condition()
         self._task = self._with_data_dir(get_task(self.config.task))
@@ -263,14 +309,21 @@ class LayerwiseLREnv(ParallelEnv):
             self.config.divergence_factor,
             self.config.max_cycles,
             self.config.features_version,
+            self.config.controls,
         )
-        obs_low, obs_high = feature_bounds(self.config.features_version)
+        self.knobs = get_knobs(self.config.controls)
+        obs_low, obs_high = observation_bounds(self.config.features_version, self.config.controls)
         self._obs_space = spaces.Box(obs_low, obs_high, dtype=np.float32)
-        if self.config.action_mode == "discrete":
+        if self.config.action_mode == "discrete" and len(self.knobs) == 1:
             self._action_space = spaces.Discrete(len(self.config.lr_factors))
+        elif self.config.action_mode == "discrete":
+            sizes = [len(control.factors) for control in self.core.controls]
+            self._action_space = spaces.MultiDiscrete(sizes)
         else:
             low, high = self.core.action_range()
-            self._action_space = spaces.Box(low, high, shape=(1,), dtype=np.float32)
+            self._action_space = spaces.Box(
+                low.astype(np.float32), high.astype(np.float32), dtype=np.float32
+            )
         self.observation_spaces = {a: self._obs_space for a in self.possible_agents}
         self.action_spaces = {a: self._action_space for a in self.possible_agents}
         count = len(self.possible_agents)
@@ -308,6 +361,7 @@ class LayerwiseLREnv(ParallelEnv):
         first = conditions[0]
         task = self._resolve_task(first.task)
         data = task.load_data()
+        engine_knobs = self._engine_knobs()
         self.trainer = PopulationTrainer.build(
             lambda: task.build_model(first.width, first.depth, data),
             data,
@@ -316,10 +370,12 @@ class LayerwiseLREnv(ParallelEnv):
             init_scales=[c.init_scale for c in conditions],
             grad_scales=[c.grad_scale for c in conditions],
             optimizer=self.config.optimizer,
-            momentum=self.config.momentum,
+            # a controlled momentum is a knob's update, starting from this setting
+            momentum=0.0 if "momentum" in self.config.controls else self.config.momentum,
             device=self.config.device,
             val_limit=self.config.val_limit,
             num_threads=self.config.num_threads,
+            updates=[(knob.name, knob.update) for knob in engine_knobs],
         )
         num_layers = self.trainer.num_layers
         if num_layers > self.max_layers:
@@ -334,8 +390,13 @@ class LayerwiseLREnv(ParallelEnv):
         # statistics of a probe gradient, then the first observations (no update yet)
         probe_losses, stats = self.trainer.probe()
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
+        lrs = np.array([layer_lrs(c.initial_lr, num_layers) for c in conditions])
+        others = self.config.knob_settings()
+        values = np.stack(
+            [lrs] + [np.full(lrs.shape, float(others[k.name])) for k in self.knobs[1:]], -1
+        )
         obs = self.core.start(
-            [layer_lrs(c.initial_lr, num_layers) for c in conditions],
+            values,
             stats,
             probe_losses.detach().cpu().numpy(),
             val_loss.cpu().numpy(),
@@ -359,7 +420,7 @@ class LayerwiseLREnv(ParallelEnv):
 
         # train one interval, then measure: capped losses and the next observations
         lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
-        train_loss, stats = self.trainer.train(lrs, self.config.interval)
+        train_loss, stats = self.trainer.train(lrs, self.config.interval, self._knob_values())
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         self.inner_steps += self.config.interval
         self.layer_stats = stats
@@ -472,15 +533,45 @@ class LayerwiseLREnv(ParallelEnv):
                 f"net {i}: train loss {self.train_loss[i]:.4f}  val loss {self.val_loss[i]:.4f}"
                 f"  ({state})"
             )
-            lines.append(f"  {'layer':<8}{'lr':>11}{'grad rms':>11}{'update/w':>11}")
+            others = [knob.name for knob in self.knobs[1:]]
+            header = "".join(f"{name:>13}" for name in others)
+            lines.append(f"  {'layer':<8}{'lr':>11}{header}{'grad rms':>11}{'update/w':>11}")
             for j in range(self.num_layers):
+                values = "".join(f"{self.knob_values(n)[i, j]:>13.3g}" for n in others)
                 lines.append(
-                    f"  {j:<8}{self.lrs[i, j]:>11.3g}{grad[i, j]:>11.3g}{ratio[i, j]:>11.3g}"
+                    f"  {j:<8}{self.lrs[i, j]:>11.3g}{values}{grad[i, j]:>11.3g}"
+                    f"{ratio[i, j]:>11.3g}"
                 )
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
         self.trainer = None
+
+    # ------------------------------------------------------------------ knobs
+    def knob_values(self, name: str) -> np.ndarray:
+        """The values [N, L] in force of a knob the agents set (`controls`), e.g. "momentum"."""
+        return self.core.knob_values(name)
+
+    def _engine_knobs(self) -> tuple:
+        """Knobs the engine applies: those the agents set, and weight decay when it is set
+        to a fixed value (`weight_decay` > 0) without agents controlling it."""
+        knobs = list(self.knobs)
+        if self.config.weight_decay > 0 and "weight_decay" not in self.config.controls:
+            knobs.append(get_knobs(("lr", "weight_decay"))[1])
+        return engine_order(knobs)
+
+    def _knob_values(self) -> dict[str, torch.Tensor]:
+        """Per-layer values [N, L] of every knob the engine applies, by name."""
+        shape = self.lrs.shape
+        return {
+            knob.name: torch.as_tensor(
+                self.knob_values(knob.name)
+                if knob.name in self.config.controls
+                else np.full(shape, getattr(self.config, knob.initial, knob.default)),
+                dtype=torch.float32,
+            )
+            for knob in self._engine_knobs()
+        }
 
     # ---------------------------------------------------------------- helpers
     def _agent_id(self, network: int, layer: int) -> str:
@@ -520,8 +611,11 @@ class LayerwiseLREnv(ParallelEnv):
             values[self._agent_index[agent]] = self._action_value(agent, action)
         return values
 
-    def _action_value(self, agent: str, action: Any) -> float:
-        """The action's index (discrete) or number (Box), checked against the space."""
+    def _action_value(self, agent: str, action: Any) -> Any:
+        """The action's index (discrete) or number (Box), checked against the space; a tuple
+        of them, one per knob, when the agents set more than the LR."""
+        if len(self.knobs) > 1:
+            return self._multi_value(agent, action)
         if self.config.action_mode == "discrete":
             k = len(self.config.lr_factors)
             integer = isinstance(action, (int, np.integer)) and not isinstance(action, bool)
@@ -536,6 +630,44 @@ class LayerwiseLREnv(ParallelEnv):
         if self.config.action_mode == "log_lr":
             return self._box_value(agent, action, "log10 of the LR")
         return self._box_value(agent, action, "ln of the LR factor")
+
+    def _multi_value(self, agent: str, action: Any) -> tuple:
+        """One index (MultiDiscrete) or number (Box) per knob, checked against the space."""
+        names = [knob.name for knob in self.knobs]
+        if self.config.action_mode == "discrete":
+            sizes = self._action_space.nvec
+            try:
+                values = np.asarray(action)
+            except (TypeError, ValueError):
+                values = np.array(None)
+            ok = (
+                values.shape == (len(names),)
+                and np.issubdtype(values.dtype, np.integer)
+                and bool(np.all((values >= 0) & (values < sizes)))
+            )
+            if not ok:
+                raise ValueError(
+                    f"action {action!r} for {agent!r}; allowed: {len(names)} ints, one per knob "
+                    f"{names}, in [0, {[int(n) - 1 for n in sizes]}]"
+                )
+            return tuple(int(v) for v in values)
+        try:
+            values = np.asarray(action, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            values = np.full(len(names) + 1, np.nan)
+        low = self._action_space.low.astype(np.float64)
+        high = self._action_space.high.astype(np.float64)
+        if values.size != len(names) or not np.all(np.isfinite(values)):
+            raise ValueError(
+                f"action {action!r} for {agent!r}; allowed: {len(names)} finite numbers, one per "
+                f"knob {names}"
+            )
+        if np.any(values < low - 1e-6) or np.any(values > high + 1e-6):
+            raise ValueError(
+                f"action {action!r} for {agent!r}; allowed: within [{list(low.round(4))}, "
+                f"{list(high.round(4))}] (per knob {names})"
+            )
+        return tuple(float(v) for v in np.clip(values, low, high))
 
     def _box_value(self, agent: str, action: Any, meaning: str) -> float:
         """The number in a Box(1,) action, checked against the space (float32 slack)."""
@@ -571,6 +703,8 @@ class LayerwiseLREnv(ParallelEnv):
             "layer": j,
             "inner_steps": self.inner_steps,
         }
+        for knob in self.knobs[1:]:
+            info[knob.name] = float(self.knob_values(knob.name)[i, j])
         if finished and self.test_loss is not None:
             info["test_loss"] = float(self.test_loss[i])
             if self.test_accuracy is not None:
@@ -673,6 +807,6 @@ def to_aec(par_env: LayerwiseLREnv) -> AECEnv:
 def wrap(aec: AECEnv) -> AECEnv:
     """PettingZoo's usual wrappers around a raw AEC env; every versioned module's `env()`
     goes through here, so the versions differ only in their settings."""
-    if aec.unwrapped.config.action_mode == "discrete":
+    if aec.unwrapped.config.action_mode == "discrete" and len(aec.unwrapped.knobs) == 1:
         aec = wrappers.AssertOutOfBoundsWrapper(aec)
     return wrappers.OrderEnforcingWrapper(aec)

@@ -32,7 +32,8 @@ from torch import nn
 from ganno_env.config import ACTION_MODES, ENV_DEFAULTS
 from ganno_env.controllers import Controller
 from ganno_env.decision import box_action_range
-from ganno_env.features import FEATURE_SETS, FEATURES_VERSION, feature_names
+from ganno_env.features import FEATURE_SETS, FEATURES_VERSION
+from ganno_env.knobs import Control, control_settings, make_controls, observation_names
 from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, env_version
 
 POLICY_FORMAT = 1
@@ -46,8 +47,9 @@ PRETRAINED_PATH = Path(__file__).resolve().parent / "data" / "pretrained_policy.
 class PolicyNet(nn.Module):
     """Actor and critic MLPs over one agent's observation.
 
-    The actor outputs logits (discrete actions) or a mean and log-std (a Box(1,) action,
-    the layout of RLlib's diagonal Gaussian); the critic outputs a value.
+    The actor outputs logits (discrete actions: one block per knob, RLlib's multi-categorical
+    layout when there are several) or means and log-stds (a Box(K,) action, the layout of
+    RLlib's diagonal Gaussian); the critic outputs a value.
     """
 
     def __init__(self, obs_size: int, out_size: int, hidden: Sequence[int] = (64, 64)):
@@ -124,26 +126,31 @@ def export_policy(
     """Write `policy.pt`: weights of every module plus what a user needs to run them.
 
     The env and features versions are those of `env_config` (its `features_version`,
-    default the current one), so the file names the observations its weights read.
+    default the current one, and its `controls`), so the file names the observations its
+    weights read. A policy that sets knobs besides the LR also records them (`controls`)
+    and their factors and bounds (`knobs`).
     """
     first = next(iter(nets.values()))
     features_version = env_config.get("features_version", FEATURES_VERSION)
-    names = feature_names(features_version)
+    controls = tuple(env_config.get("controls", ENV_DEFAULTS["controls"]))
+    names = observation_names(features_version, controls)
     if first.obs_size != len(names):
         raise ValueError(
             f"the policy reads {first.obs_size} numbers per agent, but features "
-            f"v{features_version} (env_config['features_version']) are {len(names)}: export "
-            "with the env_config the policy was trained with"
+            f"v{features_version} (env_config['features_version']) with controls {controls} "
+            f"are {len(names)}: export with the env_config the policy was trained with"
         )
+    lr_factors = env_config.get("lr_factors", ENV_DEFAULTS["lr_factors"])
+    lr_bounds = env_config.get("lr_bounds", ENV_DEFAULTS["lr_bounds"])
     payload = {
         "format": POLICY_FORMAT,
-        "env_version": env_version(features_version),
+        "env_version": env_version(features_version, controls),
         "features_version": int(features_version),
         "feature_names": list(names),
         "mapping": mapping,
         "action_mode": env_config.get("action_mode", ENV_DEFAULTS["action_mode"]),
-        "lr_factors": [float(f) for f in env_config.get("lr_factors", ENV_DEFAULTS["lr_factors"])],
-        "lr_bounds": [float(b) for b in env_config.get("lr_bounds", ENV_DEFAULTS["lr_bounds"])],
+        "lr_factors": [float(f) for f in lr_factors],
+        "lr_bounds": [float(b) for b in lr_bounds],
         "obs_size": first.obs_size,
         "out_size": first.out_size,
         "hidden": list(first.hidden),
@@ -153,7 +160,21 @@ def export_policy(
         },
         "extra": dict(extra or {}),
     }
+    if len(controls) > 1:  # LR-only files stay as they were
+        payload["controls"] = list(controls)
+        payload["knobs"] = control_settings(make_controls(controls, lr_factors, lr_bounds))
     torch.save(payload, path)
+
+
+def policy_controls(payload: Mapping[str, Any]) -> tuple[Control, ...]:
+    """The knobs a policy sets, with its factors and bounds (files without `controls`: the
+    LR alone)."""
+    return make_controls(
+        tuple(payload.get("controls", ("lr",))),
+        payload["lr_factors"],
+        payload["lr_bounds"],
+        payload.get("knobs"),
+    )
 
 
 class PolicyController(Controller):
@@ -168,6 +189,7 @@ class PolicyController(Controller):
         self.payload = payload
         self.mapping = payload["mapping"]
         self.action_mode = payload["action_mode"]
+        self.controls = policy_controls(payload)
         self.greedy = greedy
         self.rng = torch.Generator().manual_seed(seed)
         self.nets: dict[str, PolicyNet] = {}
@@ -178,14 +200,18 @@ class PolicyController(Controller):
             self.nets[name] = net
 
     def env_requirements(self) -> dict[str, Any]:
-        """The action mode, LR factors and LR bounds the policy was trained with, and the
-        observation features it reads (its env version's)."""
-        return {
+        """The action mode, LR factors and LR bounds the policy was trained with, the
+        observation features it reads (its env version's) and, for a policy that sets more
+        than the LR, its `controls`."""
+        needed = {
             "action_mode": self.action_mode,
             "lr_factors": tuple(float(f) for f in self.payload["lr_factors"]),
             "lr_bounds": tuple(float(b) for b in self.payload["lr_bounds"]),
             "features_version": self.features_version,
         }
+        if len(self.controls) > 1:
+            needed["controls"] = tuple(c.name for c in self.controls)
+        return needed
 
     def env_defaults(self) -> dict[str, Any]:
         """The pace it was trained at (`interval`, `max_cycles`) where its file records it."""
@@ -219,15 +245,23 @@ class PolicyController(Controller):
 
     def _action(self, out: torch.Tensor) -> Any:
         if self.action_mode == "discrete":
-            if self.greedy:
-                return int(out.argmax())
-            return int(torch.multinomial(torch.softmax(out, -1), 1, generator=self.rng))
-        mean, log_std = out[:1], out[1:]
-        value = mean if self.greedy else mean + log_std.exp() * torch.randn(1, generator=self.rng)
-        low, high = box_action_range(
-            self.action_mode, self.payload["lr_factors"], self.payload["lr_bounds"]
-        )
+            sizes = [len(c.factors) for c in self.controls]
+            picks = [self._pick(logits) for logits in torch.split(out, sizes)]
+            return picks[0] if len(picks) == 1 else np.array(picks, dtype=np.int64)
+        k = len(self.controls)
+        mean, log_std = out[:k], out[k:]
+        value = mean if self.greedy else mean + log_std.exp() * torch.randn(k, generator=self.rng)
+        ranges = [
+            box_action_range(self.action_mode, c.factors, c.knob.coordinate_bounds(c.bounds))
+            for c in self.controls
+        ]
+        low, high = np.array(ranges).T
         return np.clip(value.numpy(), low, high).astype(np.float32)
+
+    def _pick(self, logits: torch.Tensor) -> int:
+        if self.greedy:
+            return int(logits.argmax())
+        return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=self.rng))
 
 
 class GlobalPolicyController(PolicyController):
@@ -243,15 +277,19 @@ class GlobalPolicyController(PolicyController):
     @torch.no_grad()
     def actions(self, observations: Mapping[str, np.ndarray]) -> dict[str, Any]:
         per_layer = super().actions(observations)
-        factors = np.log(np.asarray(self.payload["lr_factors"], dtype=np.float64))
         by_network: dict[int, list[str]] = {}
         for agent in per_layer:
             by_network.setdefault(parse_agent(agent)[0], []).append(agent)
         tied: dict[str, Any] = {}
         for agents in by_network.values():
             if self.action_mode == "discrete":
-                mean = np.mean([factors[per_layer[a]] for a in agents])
-                action: Any = int(np.argmin(np.abs(factors - mean)))
+                chosen = np.array([np.atleast_1d(per_layer[a]) for a in agents])  # [agents, K]
+                picks = []
+                for k, control in enumerate(self.controls):
+                    factors = np.log(np.asarray(control.factors, dtype=np.float64))
+                    mean = np.mean(factors[chosen[:, k]])
+                    picks.append(int(np.argmin(np.abs(factors - mean))))
+                action: Any = picks[0] if len(picks) == 1 else np.array(picks, dtype=np.int64)
             else:
                 action = np.mean([per_layer[a] for a in agents], axis=0).astype(np.float32)
             for agent in agents:
@@ -262,15 +300,22 @@ class GlobalPolicyController(PolicyController):
 def check_policy_actions(payload: Mapping[str, Any]) -> None:
     """ValueError when a policy's outputs cannot be actions of its own action mode.
 
-    A discrete policy needs one output per LR factor, a Box policy a mean and a log-std;
-    otherwise it would pick factors that do not exist or read its outputs wrongly.
+    A discrete policy needs one output per factor of each knob, a Box policy a mean and a
+    log-std per knob; otherwise it would pick factors that do not exist or read its outputs
+    wrongly.
     """
     mode, factors, out = payload["action_mode"], payload["lr_factors"], payload["out_size"]
     if mode not in ACTION_MODES:
         raise ValueError(f"policy action_mode={mode!r}; allowed: {ACTION_MODES}")
-    needed = len(factors) if mode == "discrete" else 2
+    controls = policy_controls(payload)
+    if mode == "discrete":
+        needed = sum(len(c.factors) for c in controls)
+    else:
+        needed = 2 * len(controls)
     if out != needed:
         what = f"{len(factors)} lr_factors {tuple(factors)}" if mode == "discrete" else "a Box"
+        if len(controls) > 1:
+            what += f" and knobs {[c.name for c in controls]}"
         raise ValueError(
             f"policy has out_size={out} outputs, but its action_mode={mode!r} with {what} "
             f"needs {needed}"
@@ -281,7 +326,8 @@ def check_policy_versions(payload: Mapping[str, Any]) -> int:
     """The features version a policy reads; ValueError for versions this package cannot serve.
 
     The env version must be one of `ENV_VERSIONS`, and the features (version and names) those
-    that env computes: a policy fed other features would act on numbers it never saw.
+    that env computes for the policy's knobs: a policy fed other features would act on
+    numbers it never saw.
     """
     trained_on = payload.get("env_version")
     if trained_on not in ENV_VERSIONS:
@@ -290,11 +336,22 @@ def check_policy_versions(payload: Mapping[str, Any]) -> int:
             f"{sorted(ENV_VERSIONS)} (current: {ENV_VERSION!r})"
         )
     expected = ENV_VERSIONS[trained_on]
+    controls = tuple(payload.get("controls", ("lr",)))
+    try:
+        computed = list(observation_names(expected, controls))
+        knobs_version = env_version(expected, controls)
+    except ValueError as error:
+        raise ValueError(f"policy controls {list(controls)}: {error}") from None
+    if knobs_version != trained_on:
+        raise ValueError(
+            f"policy was trained on env {trained_on!r} with controls {list(controls)}, which "
+            f"env {knobs_version!r} serves: a damaged or hand-edited file"
+        )
     version, names = payload.get("features_version"), payload.get("feature_names")
-    if version != expected or list(names or []) != list(feature_names(expected)):
+    if version != expected or list(names or []) != computed:
         raise ValueError(
             f"policy expects observation features v{version} {names}, but its env "
-            f"{trained_on!r} computes v{expected} {list(feature_names(expected))} (versions "
+            f"{trained_on!r} computes v{expected} {computed} (versions "
             f"served: {sorted(FEATURE_SETS)})"
         )
     return expected

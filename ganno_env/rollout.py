@@ -28,6 +28,8 @@ class RunResult:
     interval: int = 0
     val_curve: list[float] = field(default_factory=list)  # at reset, then after each interval
     lr_schedule: list[list[float]] = field(default_factory=list)  # [interval][layer]
+    # the same for every knob after the LR the agents set (`controls`), by name
+    knob_schedules: dict[str, list[list[float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +88,9 @@ def rollout(
         observations, rewards, _, _, infos = env.step(actions)
         for i in live:
             results[i].lr_schedule.append([float(lr) for lr in env.lrs[i]])
+            for knob in env.knobs[1:]:
+                values = env.knob_values(knob.name)[i]
+                results[i].knob_schedules.setdefault(knob.name, []).append(values.tolist())
             results[i].val_curve.append(float(env.val_loss[i]))
         for agent, info in infos.items():
             result = results[info["network"]]

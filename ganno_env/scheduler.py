@@ -162,6 +162,8 @@ class GannoScheduler:
             _trained(payload, "divergence_factor"),
             self.max_cycles,
             self.controller.features_version,  # what the policy reads: its env version's
+            [control.name for control in self.controller.controls],
+            payload.get("knobs"),
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer
@@ -275,10 +277,8 @@ class GannoScheduler:
         self.history = copy.deepcopy(list(state["history"]))
         core_obs = self.core.observations
         self.observations = None if core_obs is None else core_obs[0]
-        if self.core.lrs is not None:
-            for j, groups in enumerate(self._groups):
-                for group in groups:
-                    _set_lr(group, float(self.core.lrs[0, j]))
+        if self.core.values is not None:
+            self._write_values(self.core.values[0])
 
     def _check_state(self, state: Any) -> None:
         """ValueError unless `state` is a state_dict() of this policy and model."""
@@ -401,20 +401,43 @@ class GannoScheduler:
     # -------------------------------------------------------------- decisions
     def _first_decision(self, loss: torch.Tensor | float) -> None:
         """The env's reset: statistics of the first gradient, before any update."""
-        low, high = self.lr_bounds
-        lrs = [float(self._groups[j][0]["lr"]) for j in range(self.num_layers)]
-        for names, lr in zip(self.layer_names, lrs):
-            if not low <= lr <= high:  # clipping would silently train at another LR
-                raise ValueError(
-                    f"layer {names} starts at LR {lr!r}, outside the policy's lr_bounds="
-                    f"({low!r}, {high!r}), where GANNO would clip it to "
-                    f"{min(max(lr, low), high)!r}; give the optimizer initial LRs inside them"
-                )
+        values = self._initial_values()
         grads = self._grads()
         stats = self._statistics(self._weights_flat(), None, grads, [g * g for g in grads], None, 1)
         train_loss = float(loss)
         val_loss = self._measure_val(train_loss)
-        self._decide(self.core.start([lrs], stats, [train_loss], [val_loss]))
+        self._decide(self.core.start(values[None], stats, [train_loss], [val_loss]))
+
+    def _initial_values(self) -> np.ndarray:
+        """Every knob's value per layer [L, K], read from the param groups.
+
+        The LR must lie inside the policy's `lr_bounds` (clipping would silently train at
+        another LR); another knob's value of 0 starts it at its lower bound, as in the env.
+        """
+        columns = []
+        for control in self.core.controls:
+            key, (low, high) = control.knob.group_key, control.bounds
+            values = []
+            for names, groups in zip(self.layer_names, self._groups):
+                if key not in groups[0]:
+                    raise ValueError(
+                        f"the policy sets {control.name!r}, but the optimizer's param groups "
+                        f"have no {key!r}; allowed: an optimizer with one (SGD has lr, "
+                        "momentum and weight_decay; Adam has no momentum)"
+                    )
+                value = float(groups[0][key])
+                outside = not low <= value <= high and not (control.name != "lr" and value == 0)
+                if outside:
+                    what = "LR" if control.name == "lr" else control.name
+                    raise ValueError(
+                        f"layer {names} starts at {what} {value!r}, outside the policy's "
+                        f"{control.name}_bounds=({low!r}, {high!r}), where GANNO would clip "
+                        f"it to {min(max(value, low), high)!r}; give the optimizer initial "
+                        "values inside them"
+                    )
+                values.append(value)
+            columns.append(values)
+        return np.array(columns).T
 
     def _interval_decision(self) -> None:
         """The env's step: statistics of the interval just trained, then the val loss."""
@@ -445,28 +468,36 @@ class GannoScheduler:
         decision = self.decisions
         values = {(0, j): self._action_value(actions[a]) for j, a in enumerate(agents)}
         lrs = self.core.apply_actions(values)[0]
+        self._write_values(self.core.values[0])
+        self.observations = obs
+        record = {
+            "step": self.steps,
+            "decision": decision,
+            "lrs": lrs.tolist(),
+            "actions": [_plain(actions[a]) for a in agents],
+            "train_loss": float(self.core.train_loss[0]),
+            "val_loss": self.val_loss,
+        }
+        for k, control in enumerate(self.core.controls[1:], start=1):
+            record[control.name] = self.core.values[0, :, k].tolist()
+        self.history.append(record)
+
+    def _write_values(self, values: np.ndarray) -> None:
+        """Every knob's values [L, K] into each layer's param groups."""
         for j, groups in enumerate(self._groups):
             for group in groups:
-                _set_lr(group, float(lrs[j]))
-        self.observations = obs
-        self.history.append(
-            {
-                "step": self.steps,
-                "decision": decision,
-                "lrs": lrs.tolist(),
-                "actions": [_plain(actions[a]) for a in agents],
-                "train_loss": float(self.core.train_loss[0]),
-                "val_loss": self.val_loss,
-            }
-        )
+                for k, control in enumerate(self.core.controls):
+                    _set_value(group, control.knob.group_key, float(values[j, k]))
 
     def _action_value(self, action: Any) -> Any:
         """A policy action as the value `DecisionCore.apply_actions` takes."""
+        single = len(self.core.controls) == 1
         if self.action_mode == "discrete":
-            return int(action)
-        value = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+            return int(action) if single else tuple(int(a) for a in np.asarray(action))
+        numbers = np.asarray(action, dtype=np.float64).reshape(-1)
         low, high = self.core.action_range()
-        return np.clip(value, low, high)
+        clipped = np.clip(numbers[: len(low)], low, high)
+        return float(clipped[0]) if single else tuple(float(v) for v in clipped)
 
     # ------------------------------------------------------------- statistics
     def _start_interval(self) -> None:
@@ -634,11 +665,11 @@ def _detached(loss: torch.Tensor | float) -> torch.Tensor | float:
     return float(loss)
 
 
-def _set_lr(group: dict, lr: float) -> None:
-    if isinstance(group["lr"], torch.Tensor):  # capturable / fused optimizers
-        group["lr"].fill_(lr)
+def _set_value(group: dict, key: str, value: float) -> None:
+    if isinstance(group[key], torch.Tensor):  # capturable / fused optimizers
+        group[key].fill_(value)
     else:
-        group["lr"] = lr
+        group[key] = value
 
 
 def _clone(value: Any) -> Any:

@@ -36,7 +36,7 @@ def test_env_and_scheduler_read_their_state_from_a_core(tmp_path):
     env.reset(seed=0)
     env.step({a: 4 for a in env.agents})
     assert isinstance(env.core, DecisionCore)
-    assert env.lrs is env.core.lrs and env.val_loss is env.core.val_loss
+    assert np.shares_memory(env.lrs, env.core.values) and env.val_loss is env.core.val_loss
     assert env.num_moves == env.core.decisions == 1
 
     export_policy(tmp_path / "p.pt", {"shared": PolicyNet(len(FEATURES), 5)}, "shared", {})

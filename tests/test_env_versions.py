@@ -101,8 +101,8 @@ def test_feature_sets_keep_v1_as_released_and_v2_as_current():
     assert FEATURE_SETS == {1: FEATURES_V1, 2: FEATURES_V2}
     assert FEATURES_VERSION == 2 and FEATURE_NAMES == tuple(f.name for f in FEATURES_V2)
     assert len(FEATURES_V2) == 13 and FEATURES_V2[4:] == FEATURES_V1[3:]
-    assert ENV_VERSION == policy.ENV_VERSION == "layerwise_lr_v1"
-    assert ENV_VERSIONS == {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2}
+    assert ENV_VERSION == policy.ENV_VERSION == "layerwise_lr_v2"
+    assert ENV_VERSIONS == {"layerwise_lr_v0": 1, "layerwise_lr_v1": 2, "layerwise_lr_v2": 2}
 
 
 def test_v0_env_observations_are_the_v1_formula_bit_for_bit():

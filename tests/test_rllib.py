@@ -257,3 +257,33 @@ def test_grouped_mapping_refuses_conditions_of_varying_depth():
     preset = get_preset("smoke", env_config={"conditions": "deeper"})
     with pytest.raises(ValueError, match="grouped"):
         build_config(preset, "grouped")
+
+
+@pytest.mark.parametrize("action_mode", ["discrete", "continuous"])
+def test_agents_that_set_lr_and_momentum_train_and_export(ray_session, tmp_path, action_mode):
+    """Two knobs: RLlib trains a MultiDiscrete (or Box(2)) policy, and the exported file's
+    greedy actions are the RLlib module's."""
+    env_config = {**get_preset("smoke").env_config, "controls": ["lr", "momentum"],
+                  "action_mode": action_mode}  # fmt: skip
+    preset = get_preset("smoke", env_config=env_config, evaluation_interval=0)
+    algo = build_config(preset, "shared").build_algo()
+    try:
+        algo.train()
+        export_from(algo, tmp_path / "policy.pt", preset, "shared")
+        controller = load_policy(tmp_path / "policy.pt")
+        assert controller.env_requirements()["controls"] == ("lr", "momentum")
+        env = layerwise_lr_v1.parallel_env(population=2, max_cycles=2, controls=("lr", "momentum"),
+                                           action_mode=action_mode)  # fmt: skip
+        obs, _ = env.reset(seed=5)
+        module = algo.get_module("shared")
+        module.set_state(algo.learner_group.get_weights()["shared"])
+        ours = controller.actions(obs)
+        batch = torch.as_tensor(np.stack([obs[a] for a in env.agents]))
+        out = module.forward_inference({Columns.OBS: batch})
+        dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+        theirs = dist.to_deterministic().sample().numpy()
+        assert theirs.shape == (len(env.agents), 2)
+        np.testing.assert_allclose(np.stack([ours[a] for a in env.agents]), theirs, rtol=1e-5)
+        env.step(ours)
+    finally:
+        algo.stop()

@@ -136,7 +136,8 @@ class FixedAgentSet(BaseParallelWrapper):
 
 
 class PaddedInfos(BaseParallelWrapper):
-    """Infos with the keys of `INFO_KEYS` at every step; reset pads absent agents.
+    """Infos with the keys of `INFO_KEYS` (and of the knobs after the LR, when the agents set
+    more) at every step; reset pads absent agents.
 
     `test_loss` and `test_accuracy` are NaN except at the last step of a network's episode
     (and `test_accuracy` stays NaN on regression tasks). At reset, possible agents absent
@@ -177,10 +178,10 @@ class PaddedInfos(BaseParallelWrapper):
         infos = {a: self._padded(info) for a, info in infos.items()}
         return observations, rewards, terminations, truncations, infos
 
-    @staticmethod
-    def _padded(info: dict[str, Any]) -> dict[str, Any]:
+    def _padded(self, info: dict[str, Any]) -> dict[str, Any]:
         padded = {}
-        for key in INFO_KEYS:
+        knobs = [knob.name for knob in self.env.unwrapped.knobs[1:]]  # e.g. "momentum"
+        for key in (*INFO_KEYS, *knobs):
             default = math.nan if key in UNMEASURED else 0
             value = info.get(key, default)
             padded[key] = float(value) if key != "diverged" else bool(value)
