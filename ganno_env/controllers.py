@@ -47,7 +47,14 @@ class Controller(ABC):
         Without it a mismatch shows up later as an action outside the space, a numpy
         broadcast error, or (for equal lengths) actions that silently mean other factors.
         """
-        for key, needed in self.env_requirements().items():
+        requirements = self.env_requirements()
+        knobs = tuple(requirements.get("controls", ("lr",)))
+        if tuple(getattr(config, "controls", ("lr",))) != knobs:
+            raise ValueError(
+                f"env controls={tuple(config.controls)!r} but controller {self.name!r} sets "
+                f"{knobs!r}; build the env with ganno_env.rollout.make_env(controller, ...)"
+            )
+        for key, needed in requirements.items():
             used = getattr(config, key)
             if not same_setting(used, needed):
                 raise ValueError(

@@ -228,19 +228,19 @@ class DecisionCore:
             self.last_log_factor, self.features_version,
         )  # fmt: skip
         if len(self.controls) > 1:
-            extra = [observations]
-            for k, control in enumerate(self.controls[1:], start=1):
-                coordinate = control.knob.coordinate(self.values[..., k])
-                extra.append(np.stack([np.log10(coordinate), self.last_log_factors[..., k]], -1))
+            per_knob = [
+                np.stack([np.log10(c.knob.coordinate(self.values[..., k])),
+                          self.last_log_factors[..., k]], -1)
+                for k, c in enumerate(self.controls) if k > 0
+            ]  # fmt: skip
             columns = knob_columns([c.knob for c in self.controls])
-            low = np.array([c.low for c in columns])
-            high = np.array([c.high for c in columns])
-            extra[1:] = [np.clip(np.concatenate(extra[1:], -1), low, high).astype(np.float32)]
-            observations = np.concatenate(extra, -1)
+            low, high = [c.low for c in columns], [c.high for c in columns]
+            knob_observations = np.clip(np.concatenate(per_knob, -1), low, high)
+            observations = np.concatenate([observations, knob_observations.astype(np.float32)], -1)
         self.observations = observations
         return self.observations
 
-    # -------------------------------------------------- actions -> new LR values
+    # ----------------------------------------------- actions -> new knob values
     def apply_actions(
         self, values: Mapping[tuple[int, int], Any], live: np.ndarray | None = None
     ) -> np.ndarray:

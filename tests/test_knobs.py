@@ -261,3 +261,11 @@ def test_weight_decay_setting_without_the_knob_decays_the_weights():
         env.step({a: 2 for a in env.agents})
         losses[decay] = float(env.trainer.params[0].square().mean())
     assert losses[0.05] < losses[0.0]
+
+
+def test_hand_made_schedules_refuse_an_env_with_more_knobs():
+    from ganno_env.controllers import HAND_MADE
+
+    env = layerwise_lr_v2.parallel_env(action_mode="log_lr", max_cycles=2)
+    with pytest.raises(ValueError, match="controller 'cosine' sets \\('lr',\\)"):
+        rollout(env, HAND_MADE["cosine"](), seed=0)
