@@ -335,7 +335,12 @@ class PopulationTrainer:
     def _zero_inactive(self) -> None:
         if self._all_active:
             return
-        knob_state = [t for state in self._update_state.values() for t in state.values()]
+        knob_state = [  # the knobs' buffers, laid out as `flat`
+            t
+            for state in self._update_state.values()
+            for t in state.values()
+            if isinstance(t, torch.Tensor) and t.shape == self.flat.shape
+        ]
         for buffer in (self.flat, self._buffers, self._second, *knob_state):
             if buffer is not None:
                 buffer.copy_(self._masked(buffer))

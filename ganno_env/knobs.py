@@ -78,15 +78,31 @@ def _momentum_update(
 ) -> torch.Tensor:
     """SGD momentum with a value per element, as `torch.optim.SGD` computes it: an element's
     buffer starts as its direction at the first step with momentum > 0, and while its
-    momentum is 0 it takes the plain direction and leaves its buffer alone."""
+    momentum is 0 it takes the plain direction and leaves its buffer alone.
+
+    The engine passes the same `momentum` tensor for a whole interval, so which case
+    applies (momentum nowhere, everywhere, or in some elements) is worked out once per
+    interval, and the two common cases take a short path."""
     if "buffer" not in state:
         state["buffer"] = torch.zeros_like(direction)
         state["started"] = torch.zeros_like(direction)  # 1 where the buffer exists
     buffer, started = state["buffer"], state["started"]
-    on = momentum > 0
+    if momentum is not state.get("momentum"):  # new values: a new interval
+        on = momentum > 0
+        state["momentum"], state["on"] = momentum, on
+        state["case"] = "none" if not bool(on.any()) else "mixed"
+        if bool(on.all()) and bool((started > 0).all()):
+            state["case"] = "all"
+    if state["case"] == "none":
+        return direction
+    if state["case"] == "all":
+        return buffer.mul_(momentum).add_(direction)
+    on = state["on"]
     moved = torch.where(started > 0, buffer * momentum + direction, direction)
     buffer.copy_(torch.where(on, moved, buffer))
     started.copy_(torch.where(on, 1.0, started))
+    if bool(on.all()):  # every buffer exists now
+        state["case"] = "all"
     return torch.where(on, buffer, direction)
 
 
@@ -94,7 +110,7 @@ def _weight_decay_update(
     direction: torch.Tensor, weights: torch.Tensor, weight_decay: torch.Tensor, state: dict
 ) -> torch.Tensor:
     """L2 weight decay, as `torch.optim.SGD` and `Adam` apply it: gradient + wd x weights."""
-    return direction + weight_decay * weights
+    return torch.addcmul(direction, weight_decay, weights)
 
 
 def _columns(name: str, coordinate: str, low: float, high: float) -> tuple[Feature, ...]:

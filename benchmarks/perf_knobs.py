@@ -1,0 +1,82 @@
+"""What does a second knob cost? The env's speed with the LR alone and with more knobs.
+
+Why: every knob after the LR adds its update (`ganno_env.knobs.Knob.update`) to every
+inner optimiser step, and an experiment is millions of those steps. This script times one
+episode of each configuration, round-robin over the repeats so machine noise hits all of
+them alike, and prints the medians and each one's time relative to the LR alone:
+
+* `lr`: `controls=("lr",)`, the default;
+* `lr+momentum (0)`: momentum as a knob, left at 0: the general per-element path of the
+  momentum update (some elements without momentum);
+* `lr+momentum (0.9)`: momentum as a knob from 0.9: its short path (every element has
+  momentum), the case of a trained policy, which raises momentum early;
+* `lr+weight_decay`, `lr+momentum+weight_decay (0.9)`.
+
+Every agent keeps its values (factor 1 for every knob). Run on an idle machine:
+``python -m benchmarks.perf_knobs`` (``--population``, ``--repeats``, ``--cycles``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ganno_env import layerwise_lr_v1
+
+CONFIGURATIONS: dict[str, dict[str, Any]] = {
+    "lr": {},
+    "lr+momentum (0)": {"controls": ("lr", "momentum")},
+    "lr+momentum (0.9)": {"controls": ("lr", "momentum"), "momentum": 0.9},
+    "lr+weight_decay": {"controls": ("lr", "weight_decay"), "weight_decay": 1e-4},
+    "lr+momentum+weight_decay (0.9)": {
+        "controls": ("lr", "momentum", "weight_decay"),
+        "momentum": 0.9,
+        "weight_decay": 1e-4,
+    },
+}
+
+
+def episode_seconds(settings: dict[str, Any], population: int, cycles: int, seed: int) -> float:
+    """Wall time of one episode (reset and every step), every agent keeping its values."""
+    env = layerwise_lr_v1.parallel_env(
+        conditions={"initial_lr": 0.01}, population=population, max_cycles=cycles, **settings
+    )
+    keep = [list(control.factors).index(1.0) for control in env.core.controls]
+    action: Any = keep[0] if len(keep) == 1 else np.array(keep)
+    start = time.perf_counter()
+    env.reset(seed=seed)
+    while env.agents:
+        env.step({agent: action for agent in env.agents})
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--population", type=int, default=8)
+    parser.add_argument("--cycles", type=int, default=40)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
+    for settings in CONFIGURATIONS.values():  # warm-up
+        episode_seconds(settings, args.population, 2, seed=1_000_000)
+    for repeat in range(args.repeats):
+        for name, settings in CONFIGURATIONS.items():
+            times[name].append(episode_seconds(settings, args.population, args.cycles, repeat))
+    base = statistics.median(times["lr"])
+    print(f"population {args.population}, {args.cycles} decisions x 25 steps, one torch thread,")
+    print(f"median of {args.repeats} round-robin repeats")
+    print(f"{'controls':<32}{'episode s':>10}{'x lr alone':>12}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<32}{median:>10.3f}{median / base:>12.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
