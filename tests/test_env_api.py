@@ -23,6 +23,8 @@ from ganno_env import FEATURE_NAMES, layerwise_lr_v0, layerwise_lr_v1
         {"action_mode": "continuous"},
         {"optimizer": "adam", "conditions": {"initial_lr": 0.001}},
         {"conditions": "deeper", "population": 2},
+        {"controls": ("lr", "momentum"), "population": 2},
+        {"controls": ("lr", "momentum", "weight_decay"), "action_mode": "continuous"},
     ],
     ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default",
 )
@@ -30,7 +32,9 @@ def test_parallel_api(kwargs):
     parallel_api_test(layerwise_lr_v1.parallel_env(max_cycles=4, **kwargs), num_cycles=10)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"population": 3}, {"task": "moons_mlp"}])
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"population": 3}, {"task": "moons_mlp"}, {"controls": ("lr", "momentum")}]
+)
 def test_aec_api(kwargs):
     api_test(layerwise_lr_v1.env(max_cycles=4, **kwargs), num_cycles=10)
 

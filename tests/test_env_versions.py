@@ -130,6 +130,8 @@ def test_v0_and_v1_train_alike_and_share_the_nine_common_features():
         ("ganno/layerwise_lr-v1", 13, "layerwise_lr_v1"),
         ("ganno/wine_mlp-v0", 12, "layerwise_lr_v0"),
         ("ganno/wine_mlp-v1", 13, "layerwise_lr_v1"),
+        ("ganno/layerwise_lr-v2", 15, "layerwise_lr_v2"),  # LR and momentum
+        ("ganno/wine_mlp-v2", 15, "layerwise_lr_v2"),
     ],
 )
 def test_registry_ids_make_each_version(env_id, size, name):
