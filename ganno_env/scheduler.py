@@ -59,6 +59,12 @@ once and keeps going (the env would have ended the episode there). The optimizer
 the first `observe` must lie inside the policy's `lr_bounds` (ValueError otherwise): the env
 refuses such initial LRs too, rather than clip them and train at another LR than the one set.
 
+A policy whose agents set more than the LR (`controls`, `ganno_env.knobs`) sets each of its
+knobs the same way, in the param-group key the knob names (`momentum`, `weight_decay`): the
+optimizer must have that key (SGD has both; Adam has no `momentum`), and the knob starts from
+the group's value (a weight decay of 0 starts at the knob's lower bound, as in the env).
+`history` then holds each knob's values under its name.
+
 Works with any optimizer whose param groups have an `lr` (SGD with or without momentum,
 Adam, AdamW, ...), on any device: statistics stay on the parameters' device and are read back
 once per decision. Extra memory: four float32 copies of the parameters (gradient sum and
