@@ -183,7 +183,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -272,7 +272,7 @@ class LayerwiseLREnv(ParallelEnv):
     """
 
     metadata = {
-        "name": ENV_VERSION,
+        "name": "layerwise_lr_v1",  # what the defaults compute; each instance names its own
         "render_modes": ["ansi", "human"],
         "is_parallelizable": True,
     }
@@ -784,19 +784,25 @@ class LayerwiseLREnv(ParallelEnv):
                 )
 
 
-def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
-    """The env with the PettingZoo Parallel API."""
-    return LayerwiseLREnv(**kwargs)
+def factories(cls: type[LayerwiseLREnv]) -> tuple[Callable, Callable, Callable]:
+    """PettingZoo's three factories of an env class: `parallel_env` (Parallel API), `raw_env`
+    (AEC API, no wrappers) and `env` (AEC, wrapped). Each versioned module exports those of
+    its own class, so the versions differ only in their settings."""
+    version = cls.metadata["name"]
 
+    def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
+        return cls(**kwargs)
 
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The env with the PettingZoo AEC API and no wrappers (PettingZoo's `raw_env`)."""
-    return parallel_to_aec_wrapper(LayerwiseLREnv(**kwargs))
+    def raw_env(**kwargs: Any) -> AECEnv:
+        return parallel_to_aec_wrapper(cls(**kwargs))
 
+    def env(**kwargs: Any) -> AECEnv:
+        return wrap(raw_env(**kwargs))
 
-def env(**kwargs: Any) -> AECEnv:
-    """The env with the PettingZoo AEC API (one agent acts at a time): `raw_env` wrapped."""
-    return wrap(raw_env(**kwargs))
+    parallel_env.__doc__ = f"The {version} env with the PettingZoo Parallel API."
+    raw_env.__doc__ = f"The {version} env with the PettingZoo AEC API and no wrappers."
+    env.__doc__ = f"The {version} env with the PettingZoo AEC API: `raw_env` wrapped."
+    return parallel_env, raw_env, env
 
 
 def to_aec(par_env: LayerwiseLREnv) -> AECEnv:
@@ -810,3 +816,6 @@ def wrap(aec: AECEnv) -> AECEnv:
     if aec.unwrapped.config.action_mode == "discrete" and len(aec.unwrapped.knobs) == 1:
         aec = wrappers.AssertOutOfBoundsWrapper(aec)
     return wrappers.OrderEnforcingWrapper(aec)
+
+
+parallel_env, raw_env, env = factories(LayerwiseLREnv)

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pettingzoo import AECEnv
-from pettingzoo.utils.conversions import parallel_to_aec_wrapper
-
 from ganno_env import layerwise_lr
 
 FEATURES_VERSION = 1
@@ -28,19 +25,6 @@ class LayerwiseLREnv(layerwise_lr.LayerwiseLREnv):
         super().__init__(**{"features_version": FEATURES_VERSION, **kwargs})
 
 
-def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
-    """The v0 env with the PettingZoo Parallel API."""
-    return LayerwiseLREnv(**kwargs)
-
-
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The v0 env with the PettingZoo AEC API and no wrappers."""
-    return parallel_to_aec_wrapper(LayerwiseLREnv(**kwargs))
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The v0 env with the PettingZoo AEC API (one agent acts at a time): `raw_env` wrapped."""
-    return layerwise_lr.wrap(raw_env(**kwargs))
-
+parallel_env, raw_env, env = layerwise_lr.factories(LayerwiseLREnv)
 
 __all__ = ["LayerwiseLREnv", "env", "parallel_env", "raw_env"]

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pettingzoo import AECEnv
-from pettingzoo.utils.conversions import parallel_to_aec_wrapper
-
 from ganno_env import layerwise_lr
 
 CONTROLS = ("lr", "momentum")
@@ -30,19 +27,6 @@ class LayerwiseLREnv(layerwise_lr.LayerwiseLREnv):
         super().__init__(**{"controls": CONTROLS, **kwargs})
 
 
-def parallel_env(**kwargs: Any) -> LayerwiseLREnv:
-    """The v2 env with the PettingZoo Parallel API."""
-    return LayerwiseLREnv(**kwargs)
-
-
-def raw_env(**kwargs: Any) -> AECEnv:
-    """The v2 env with the PettingZoo AEC API and no wrappers."""
-    return parallel_to_aec_wrapper(LayerwiseLREnv(**kwargs))
-
-
-def env(**kwargs: Any) -> AECEnv:
-    """The v2 env with the PettingZoo AEC API (one agent acts at a time): `raw_env` wrapped."""
-    return layerwise_lr.wrap(raw_env(**kwargs))
-
+parallel_env, raw_env, env = layerwise_lr.factories(LayerwiseLREnv)
 
 __all__ = ["CONTROLS", "LayerwiseLREnv", "env", "parallel_env", "raw_env"]

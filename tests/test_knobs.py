@@ -15,6 +15,7 @@ from ganno_env.features import Feature
 from ganno_env.knobs import KNOBS, get_knobs, observation_names
 from ganno_env.policy import PolicyNet, export_policy, load_policy
 from ganno_env.rollout import make_env, rollout
+from tests.helpers import recorded_episode, replay
 
 torch.set_num_threads(1)
 
@@ -102,43 +103,15 @@ def test_actions_outside_the_multidiscrete_space_raise(action, message):
         env.step({"layer_0": action})
 
 
-def run_env(policy_path, controls, **env_kwargs):
-    """The env's episode under a policy; its records and what a torch loop needs to replay it."""
-    env = layerwise_lr_v1.parallel_env(
-        conditions={"initial_lr": LR}, max_cycles=CYCLES, interval=INTERVAL, controls=controls,
-        **env_kwargs,
-    )  # fmt: skip
-    observations, infos = env.reset(seed=3)
-    trainer = env.trainer
-    model = trainer.module(0)
-    batches = []
-    take = trainer._take_batches
-
-    def recording(steps):
-        out = take(steps)
-        batches.append(out[:, 0].clone())
-        return out
-
-    trainer._take_batches = recording
-    controller = load_policy(policy_path)
-    controller.reset(env, observations, infos)
-    records = [(observations, infos)]
-    while env.agents:
-        observations, _, terminations, _, infos = env.step(controller.act(observations, infos))
-        assert not any(terminations.values()), "the test run must not diverge"
-        records.append((observations, infos))
-    data = (trainer.x_train, trainer.y_train, trainer.x_val, trainer.y_val)
-    return records, model, torch.cat(batches), data
-
-
 def scheduler_history(tmp_path, controls, seed, env_weight_decay=1e-3):
     """Replays the env's episode in a torch loop with `GannoScheduler` on torch's SGD (weight
     decay 1e-3) and checks, decision by decision, the same observations and the same values
     of every knob; returns the scheduler's history."""
     path = knob_policy(tmp_path / "p.pt", controls, seed=seed)
-    records, model, batches, (x_train, y_train, x_val, y_val) = run_env(
-        path, controls, weight_decay=env_weight_decay
-    )
+    records, model, batches, (x_train, y_train, x_val, y_val) = recorded_episode(
+        path, conditions={"initial_lr": LR}, max_cycles=CYCLES, interval=INTERVAL,
+        controls=controls, weight_decay=env_weight_decay,
+    )  # fmt: skip
 
     def val_loss():
         return F.cross_entropy(model(x_val), y_val).item()
@@ -147,16 +120,7 @@ def scheduler_history(tmp_path, controls, seed, env_weight_decay=1e-3):
     scheduler = GannoScheduler(
         optimizer, model, path, interval=INTERVAL, val_loss_fn=val_loss, max_cycles=CYCLES
     )
-    observed = []
-    for index in batches:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x_train[index]), y_train[index])
-        loss.backward()
-        decisions = scheduler.decisions
-        scheduler.observe(loss)
-        if scheduler.decisions > decisions:
-            observed.append(scheduler.observations.copy())
-        optimizer.step()
+    observed = replay(scheduler, optimizer, model, batches, x_train, y_train)
     agents = [f"layer_{j}" for j in range(4)]
     assert len(scheduler.history) == CYCLES
     for t, record in enumerate(scheduler.history):

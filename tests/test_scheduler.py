@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganno_env import GannoScheduler, layerwise_lr_v1
+from ganno_env import GannoScheduler
 from ganno_env.features import FEATURE_NAMES
 from ganno_env.models import MLP
-from ganno_env.policy import load_policy
-from tests.helpers import random_policy, train_steps
+from tests.helpers import random_policy, recorded_episode, replay, train_steps
 
 torch.set_num_threads(1)
 
@@ -21,31 +20,11 @@ INTERVAL, CYCLES, LR = 10, 6, 0.05
 
 def run_env(policy_path, lr=LR, **env_kwargs):
     """The env's episode; returns its records and what an ordinary loop needs to replay it."""
-    env = layerwise_lr_v1.parallel_env(
-        conditions={"initial_lr": lr}, max_cycles=CYCLES, interval=INTERVAL, **env_kwargs
-    )
-    observations, infos = env.reset(seed=3)
-    trainer = env.trainer
-    model = trainer.module(0)
-    batches = []
-    take = trainer._take_batches
-
-    def recording(steps):
-        out = take(steps)
-        batches.append(out[:, 0].clone())
-        return out
-
-    trainer._take_batches = recording
-    controller = load_policy(policy_path)
-    controller.reset(env, observations, infos)
-    records = [_record(observations, infos)]
-    while env.agents:
-        actions = controller.act(observations, infos)
-        observations, _, terminations, _, infos = env.step(actions)
-        assert not any(terminations.values()), "the test run must not diverge"
-        records.append(_record(observations, infos))
-    data = (trainer.x_train, trainer.y_train, trainer.x_val, trainer.y_val)
-    return records, model, torch.cat(batches), data
+    records, model, batches, data = recorded_episode(
+        policy_path, conditions={"initial_lr": lr}, max_cycles=CYCLES, interval=INTERVAL,
+        **env_kwargs,
+    )  # fmt: skip
+    return [_record(*record) for record in records], model, batches, data
 
 
 def _record(observations, infos):
@@ -84,16 +63,7 @@ def test_same_decisions_and_losses_as_the_env(policy_path, name):
         optimizer, model, policy_path, interval=INTERVAL, val_loss_fn=val_loss, max_cycles=CYCLES
     )
     assert len(optimizer.param_groups) == scheduler.num_layers == 4
-    observed = []
-    for index in batches:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(model(x_train[index]), y_train[index])
-        loss.backward()
-        decisions = scheduler.decisions
-        scheduler.observe(loss)
-        if scheduler.decisions > decisions:
-            observed.append(scheduler.observations.copy())
-        optimizer.step()
+    observed = replay(scheduler, optimizer, model, batches, x_train, y_train)
     # the env's last observation comes after its last interval: one more observe would decide
     assert len(observed) == CYCLES == len(records) - 1
     history = scheduler.history
