@@ -480,13 +480,17 @@ def _run_in_processes(units, suite, policy, device, workers, finished) -> None:
             finished(futures[future], future.result())
     except BaseException:  # Ctrl-C or a failed unit: stop now, not after the running units
         processes = list((pool._processes or {}).values())  # no public API before 3.14
-        pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.kill()
         for process in processes:
             process.join(5)
         raise
     finally:
+        # One shutdown that waits: it joins the pool's manager thread, which then frees the
+        # pool's queues (and their semaphores) before this process prints and exits. A
+        # shutdown without waiting first would leave that thread running, and at exit it
+        # could unlink a semaphore without telling multiprocessing's resource tracker,
+        # which then warns after our last line.
         pool.shutdown(wait=True, cancel_futures=True)
 
 
