@@ -23,7 +23,7 @@ from ganno_env.conditions import (
 )
 from ganno_env.engine import OPTIMIZERS
 from ganno_env.features import FEATURES_VERSION, feature_set
-from ganno_env.knobs import get_knobs
+from ganno_env.knobs import Knob, get_knobs
 from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous", "log_lr")
@@ -133,17 +133,17 @@ class EnvConfig:
                     f"controls={tuple(self.controls)!r} with optimizer={self.optimizer!r}; "
                     f"allowed: the {knob.name} knob with optimizer in {knob.optimizers}"
                 )
-            initial, (low, high) = getattr(self, knob.initial, knob.default), knob.bounds
+            initial, (low, high) = self.knob_setting(knob), knob.bounds
             if not low <= initial <= high and initial != 0.0:
                 raise ValueError(
                     f"{knob.initial}={initial!r} is where the {knob.name} knob starts; allowed: "
                     f"[{low:g}, {high:g}] (or 0, which starts it at its lower bound)"
                 )
 
-    def knob_settings(self) -> dict[str, float]:
-        """The initial value of every knob after the LR, from its env setting."""
-        knobs = get_knobs(self.controls)[1:]
-        return {knob.name: getattr(self, knob.initial, knob.default) for knob in knobs}
+    def knob_setting(self, knob: Knob) -> float:
+        """The value a knob after the LR starts from (or keeps, where agents do not set it):
+        the env setting called `knob.initial`, else the knob's default."""
+        return float(getattr(self, knob.initial, knob.default))
 
     def _check_initial_lrs(self) -> None:
         """Every initial LR the env can start from lies inside `lr_bounds` (else ValueError).

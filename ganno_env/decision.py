@@ -115,13 +115,9 @@ class DecisionCore:
         return None if self.values is None else self.values[..., names.index(name)]
 
     def action_range(self) -> tuple[np.ndarray, np.ndarray]:
-        """The intervals [K] of a Box action's numbers, one per knob (`box_action_range`);
+        """The intervals [K] of a Box action's numbers, one per knob (`box_action_ranges`);
         the env's action space and the scheduler both use them."""
-        ranges = [
-            box_action_range(self.action_mode, c.factors, c.knob.coordinate_bounds(c.bounds))
-            for c in self.controls
-        ]
-        return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+        return box_action_ranges(self.action_mode, self.controls)
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -317,14 +313,26 @@ def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
 def box_action_range(
     action_mode: str, lr_factors: Sequence[float], lr_bounds: Sequence[float]
 ) -> tuple[float, float]:
-    """The interval of a Box action's number: log10 of the LR bounds (log_lr) or ln of the
-    smallest and largest LR factor (continuous). The env's space, the scheduler and a
-    policy's clipping of its own outputs all read it from here."""
+    """The interval of a Box action's number for one knob: log10 of its bounds (log_lr) or
+    ln of its smallest and largest factor (continuous)."""
     if action_mode == "log_lr":
         low, high = np.log10(lr_bounds)
     else:
         low, high = np.log(np.min(lr_factors)), np.log(np.max(lr_factors))
     return low, high
+
+
+def box_action_ranges(
+    action_mode: str, controls: Sequence[Control]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The intervals [K] of a Box action's numbers, one per knob (`box_action_range` of its
+    factors and coordinate bounds). The env's space, the scheduler and a policy's clipping
+    of its own outputs all read them from here."""
+    ranges = [
+        box_action_range(action_mode, c.factors, c.knob.coordinate_bounds(c.bounds))
+        for c in controls
+    ]
+    return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
 
 
 def requested_lr(lr: float, action_mode: str, value: Any, lr_factors: Any) -> float:

@@ -211,7 +211,7 @@ from ganno_env.conditions import (
 from ganno_env.config import EnvConfig
 from ganno_env.decision import DecisionCore
 from ganno_env.engine import AGENT_BYTES, PopulationTrainer, check_batchable, check_memory
-from ganno_env.knobs import engine_order, get_knobs, observation_bounds
+from ganno_env.knobs import KNOBS, engine_order, get_knobs, observation_bounds
 from ganno_env.models import layer_groups
 from ganno_env.tasks import Task, get_task
 
@@ -361,7 +361,6 @@ class LayerwiseLREnv(ParallelEnv):
         first = conditions[0]
         task = self._resolve_task(first.task)
         data = task.load_data()
-        engine_knobs = self._engine_knobs()
         self.trainer = PopulationTrainer.build(
             lambda: task.build_model(first.width, first.depth, data),
             data,
@@ -375,7 +374,7 @@ class LayerwiseLREnv(ParallelEnv):
             device=self.config.device,
             val_limit=self.config.val_limit,
             num_threads=self.config.num_threads,
-            updates=[(knob.name, knob.update) for knob in engine_knobs],
+            updates=[(knob.name, knob.update) for knob in self._engine_knobs],
         )
         num_layers = self.trainer.num_layers
         if num_layers > self.max_layers:
@@ -391,9 +390,8 @@ class LayerwiseLREnv(ParallelEnv):
         probe_losses, stats = self.trainer.probe()
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         lrs = np.array([layer_lrs(c.initial_lr, num_layers) for c in conditions])
-        others = self.config.knob_settings()
         values = np.stack(
-            [lrs] + [np.full(lrs.shape, float(others[k.name])) for k in self.knobs[1:]], -1
+            [lrs] + [np.full(lrs.shape, self.config.knob_setting(k)) for k in self.knobs[1:]], -1
         )
         obs = self.core.start(
             values,
@@ -552,12 +550,14 @@ class LayerwiseLREnv(ParallelEnv):
         """The values [N, L] in force of a knob the agents set (`controls`), e.g. "momentum"."""
         return self.core.knob_values(name)
 
+    @functools.cached_property
     def _engine_knobs(self) -> tuple:
         """Knobs the engine applies: those the agents set, and weight decay when it is set
-        to a fixed value (`weight_decay` > 0) without agents controlling it."""
+        to a fixed value (`weight_decay` > 0) without agents controlling it (the config
+        does not change, so neither do they)."""
         knobs = list(self.knobs)
         if self.config.weight_decay > 0 and "weight_decay" not in self.config.controls:
-            knobs.append(get_knobs(("lr", "weight_decay"))[1])
+            knobs.append(KNOBS["weight_decay"])
         return engine_order(knobs)
 
     def _knob_values(self) -> dict[str, torch.Tensor]:
@@ -567,10 +567,10 @@ class LayerwiseLREnv(ParallelEnv):
             knob.name: torch.as_tensor(
                 self.knob_values(knob.name)
                 if knob.name in self.config.controls
-                else np.full(shape, getattr(self.config, knob.initial, knob.default)),
+                else np.full(shape, self.config.knob_setting(knob)),
                 dtype=torch.float32,
             )
-            for knob in self._engine_knobs()
+            for knob in self._engine_knobs
         }
 
     # ---------------------------------------------------------------- helpers

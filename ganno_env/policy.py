@@ -31,7 +31,7 @@ from torch import nn
 
 from ganno_env.config import ACTION_MODES, ENV_DEFAULTS
 from ganno_env.controllers import Controller
-from ganno_env.decision import box_action_range
+from ganno_env.decision import box_action_ranges
 from ganno_env.features import FEATURE_SETS, FEATURES_VERSION
 from ganno_env.knobs import Control, control_settings, make_controls, observation_names
 from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, env_version
@@ -190,6 +190,9 @@ class PolicyController(Controller):
         self.mapping = payload["mapping"]
         self.action_mode = payload["action_mode"]
         self.controls = policy_controls(payload)
+        self._sizes = [len(c.factors) for c in self.controls]  # discrete: logits per knob
+        if self.action_mode != "discrete":  # a Box policy clips its numbers to these
+            self._box = box_action_ranges(self.action_mode, self.controls)
         self.greedy = greedy
         self.rng = torch.Generator().manual_seed(seed)
         self.nets: dict[str, PolicyNet] = {}
@@ -245,17 +248,12 @@ class PolicyController(Controller):
 
     def _action(self, out: torch.Tensor) -> Any:
         if self.action_mode == "discrete":
-            sizes = [len(c.factors) for c in self.controls]
-            picks = [self._pick(logits) for logits in torch.split(out, sizes)]
+            picks = [self._pick(logits) for logits in torch.split(out, self._sizes)]
             return picks[0] if len(picks) == 1 else np.array(picks, dtype=np.int64)
         k = len(self.controls)
         mean, log_std = out[:k], out[k:]
         value = mean if self.greedy else mean + log_std.exp() * torch.randn(k, generator=self.rng)
-        ranges = [
-            box_action_range(self.action_mode, c.factors, c.knob.coordinate_bounds(c.bounds))
-            for c in self.controls
-        ]
-        low, high = np.array(ranges).T
+        low, high = self._box
         return np.clip(value.numpy(), low, high).astype(np.float32)
 
     def _pick(self, logits: torch.Tensor) -> int:
