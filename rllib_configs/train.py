@@ -11,7 +11,9 @@ A checkpoint lands in `DIR/checkpoints/iter_NNNNNN` every `checkpoint_every` ite
 at the end, and on Ctrl-C; resuming continues from the newest one that loads (a damaged
 one is set aside as `iter_NNNNNN.damaged`, with a warning), and rows of iterations after
 it are dropped from the CSV so each iteration appears once. At the end the policy is
-exported to `DIR/policy.pt`.
+exported to `DIR/policy.pt`: the last iteration's policy, or, with a preset that validates,
+the best one on held-in validation (`rllib_configs.selection`; scores in
+`DIR/validation.jsonl`, candidates in `DIR/validation/`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,17 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import PolicyNet, export_policy
+from ganno_env.validation import MAX_VALIDATION_NETWORKS
 from rllib_configs.ppo import Preset, build_config
+from rllib_configs.selection import (
+    CANDIDATES,
+    SCORES_FILE,
+    due,
+    export_best,
+    keep_scores_through,
+    read_scores,
+    score_candidate,
+)
 
 CSV_FIELDS = (
     "iteration", "env_steps", "agent_steps", "mean_return", "eval_mean_return",
@@ -45,7 +57,8 @@ CSV_FIELDS = (
 )  # fmt: skip
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "run.json"
-RUN_OUTPUTS = (RUN_FILE, CHECKPOINTS, "progress.csv", "tb", "policy.pt")  # what --overwrite clears
+# what --overwrite clears
+RUN_OUTPUTS = (RUN_FILE, CHECKPOINTS, "progress.csv", "tb", "policy.pt", SCORES_FILE, CANDIDATES)
 RUN_KEYS = ("preset", "mapping", "seed", "config")  # what --resume compares
 MAX_SHOWN = 6  # differences named in the error; a different preset differs in many fields
 
@@ -339,6 +352,7 @@ def train(
         raise ValueError("resume=True and overwrite=True exclude each other")
     if not isinstance(preset.seed, int) or preset.seed < 0:
         raise ValueError(f"seed={preset.seed!r}; allowed: an int >= 0")
+    check_validation(preset)
     if resume is True and not Path(out_dir).exists():
         raise UsageError(f"--resume: nothing to resume: {out_dir} does not exist")
     stop = stop_iters if stop_iters is not None else preset.stop_iters
@@ -370,6 +384,10 @@ def _train_in(
             checkpoint = restore_newest_valid(algo, checkpoints, log)
             log(f"resumed from {checkpoint} (iteration {algo.iteration})")
         metrics = MetricsLog(out, keep_through=algo.iteration if checkpoints else None)
+        keep_scores_through(out, algo.iteration if checkpoints else None)
+        scored = {row["iteration"] for row in read_scores(out)}
+        if checkpoints and due(preset, algo.iteration, stop) and algo.iteration not in scored:
+            validate(algo, out, preset, mapping, log)  # interrupted before its score
         start = time.perf_counter()
         log(f"{'iter':>5} {'env steps':>10} {'agent steps/s':>14} {'return':>8} {'eval':>8}")
         try:
@@ -392,6 +410,8 @@ def _train_in(
                 )
                 if algo.iteration % preset.checkpoint_every == 0 and algo.iteration < stop:
                     save(algo, out)
+                if due(preset, algo.iteration, stop):
+                    validate(algo, out, preset, mapping, log)
         except KeyboardInterrupt:
             path = save(algo, out)
             log(f"interrupted: checkpoint {path}; continue with --resume")
@@ -400,11 +420,40 @@ def _train_in(
             metrics.close()
         path = save(algo, out)
         log(f"checkpoint {path}")
-        policy = export_from(algo, out / "policy.pt", preset, mapping)
+        if read_scores(out):
+            policy = export_best(out, out / "policy.pt", log)
+        else:
+            policy = export_from(algo, out / "policy.pt", preset, mapping)
         log(f"policy {policy}")
         return policy
     finally:
         algo.stop()
+
+
+def check_validation(preset: Preset) -> None:
+    """ValueError for validation settings that cannot run, before Ray starts."""
+    for name in ("validate_every", "validate_from"):
+        value = getattr(preset, name)
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}={value!r}; allowed: an int >= 0")
+    networks = preset.validation_networks
+    if not isinstance(networks, int) or not 1 <= networks <= MAX_VALIDATION_NETWORKS:
+        raise ValueError(
+            f"validation_networks={networks!r}; allowed: an int in 1..{MAX_VALIDATION_NETWORKS}"
+        )
+
+
+def validate(algo: Algorithm, out: Path, preset: Preset, mapping: str, log: Callable) -> None:
+    """Export the current policy as a candidate and score it on held-in validation."""
+    candidate = out / CANDIDATES / f"iter_{algo.iteration:06d}.pt"
+    candidate.parent.mkdir(exist_ok=True)
+    export_from(algo, candidate, preset, mapping)
+    row = score_candidate(out, candidate, algo.iteration, preset)
+    log(
+        f"validation, iteration {algo.iteration}: mean ln val loss "
+        f"{row['mean_log_val_loss']:.3f}, {row['diverged']}/{row['networks']} diverged "
+        f"({row['seconds']:.0f} s)"
+    )
 
 
 def save(algo: Algorithm, out: Path) -> Path:
