@@ -44,7 +44,8 @@ def test_candidates_are_due_from_validate_from_every_validate_every_and_at_the_e
 
 
 def test_the_best_score_wins_and_a_tie_goes_to_the_later_iteration():
-    rows = [{"iteration": i, "mean_log_val_loss": s} for i, s in ((50, -2.0), (60, -2.2), (70, -2.2), (80, -1.0))]  # fmt: skip
+    scores = ((50, -2.0), (60, -2.2), (70, -2.2), (80, -1.0))
+    rows = [{"iteration": i, "mean_log_val_loss": s} for i, s in scores]
     assert best(rows)["iteration"] == 70
 
 
@@ -87,7 +88,8 @@ def test_training_exports_the_best_candidate_and_resumes_its_scores(ray_session,
     chosen = best(rows)
     extra = load_policy(policy).payload["extra"]
     assert extra["validation"]["chosen_iteration"] == chosen["iteration"] == extra["iteration"]
-    assert extra["validation"]["scores"] == {str(r["iteration"]): r["mean_log_val_loss"] for r in rows}
+    scores = {str(r["iteration"]): r["mean_log_val_loss"] for r in rows}
+    assert extra["validation"]["scores"] == scores
     assert weights(policy).keys() == weights(tmp_path / chosen["candidate"]).keys()
     assert all(torch.equal(v, weights(tmp_path / chosen["candidate"])[k])
                for k, v in weights(policy).items())  # fmt: skip
