@@ -126,3 +126,38 @@ def test_bad_validation_settings_fail_before_ray_starts(tmp_path):
         with pytest.raises(ValueError, match=text):
             train(get_preset("smoke", **fields), "shared", tmp_path / "run", log=quiet)
         assert not (tmp_path / "run").exists()
+
+
+def test_spearman_ranks_with_ties():
+    from benchmarks.validation_rank import spearman
+
+    assert spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 30.0, 45.0]) == pytest.approx(1.0)
+    assert spearman([1.0, 2.0, 3.0], [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert spearman([1.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0]) == pytest.approx(0.9486833)
+    with pytest.raises(ValueError, match="equal length >= 3"):
+        spearman([1.0, 2.0], [1.0, 2.0])
+
+
+def test_validation_rank_prints_each_policy_and_the_correlation(tmp_path, capsys):
+    from benchmarks import validation_rank
+
+    payload = load_policy("pretrained").payload
+    entries = []
+    for i, ratio in enumerate((1.1, 1.5, 3.0)):
+        changed = {**payload, "modules": {m: dict(w) for m, w in payload["modules"].items()}}
+        for weights_of_module in changed["modules"].values():  # p1, p2: always factor i - 1
+            bias = weights_of_module["pi.4.bias"].clone()
+            bias[max(i - 1, 0)] += 100.0 * (i > 0)
+            weights_of_module["pi.4.bias"] = bias
+        torch.save(changed, tmp_path / f"p{i}.pt")
+        summary = {"overall": {"ganno": {"iqm_test_loss": [0.1 * ratio]},
+                               "oracle": {"iqm_test_loss": [0.1]}}}  # fmt: skip
+        (tmp_path / f"s{i}.json").write_text(json.dumps(summary))
+        entries.append(f"p{i}={tmp_path / f'p{i}.pt'}:{tmp_path / f's{i}.json'}")
+    assert validation_rank.main([*entries, "--networks", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| p0 |" in printed and "| 1.50 |" in printed and "| p2 |" in printed
+    assert "Spearman rank correlation" in printed and "over 3 policies" in printed
+    assert "nan" not in printed
+    with pytest.raises(SystemExit):
+        validation_rank.main(["no-summary.pt"])
