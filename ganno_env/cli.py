@@ -129,7 +129,7 @@ def _controls(text: str) -> list[str]:
     return names
 
 
-def _seed(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 0")
     return int(text)
@@ -142,7 +142,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if rllib is None:
         return 2
     get_preset, train = rllib
-    preset = get_preset(args.preset, seed=args.seed)
+    fields = {"seed": args.seed}
+    if args.validate_every is not None:
+        fields["validate_every"] = args.validate_every
+    preset = get_preset(args.preset, **fields)
     # Overrides are merged into the preset's env_config, so run.json and policy.pt record them.
     env_config = dict(preset.env_config)
     if args.conditions is not None:
@@ -165,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from ganno_env.config import EnvConfig
 
         EnvConfig.from_kwargs(env_config)  # a bad override fails here, before Ray starts
-        preset = get_preset(args.preset, seed=args.seed, env_config=env_config)
+        preset = get_preset(args.preset, **fields, env_config=env_config)
     try:
         train(preset, args.mapping, args.out, args.stop_iters, args.address,
               resume=args.resume, overwrite=args.overwrite)  # fmt: skip
@@ -314,7 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="folder for checkpoints, metrics, policy.pt")
     train.add_argument("--stop-iters", type=_positive_int, default=None)
     train.add_argument("--address", default=None, help="join this Ray cluster (default: local)")
-    train.add_argument("--seed", type=_seed, default=0, help="RLlib's seed, recorded in run.json")
+    train.add_argument("--seed", type=_non_negative_int, default=0,
+                       help="RLlib's seed, recorded in run.json")  # fmt: skip
     conditions_help = (
         "training conditions: a name of conditions_v0.json or a .json file holding "
         '{"specs": {...}} (default: the preset\'s); never held-out values'
@@ -334,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the knobs agents set, comma-separated, the LR first: lr (default), "
         "lr,momentum, lr,weight_decay",
+    )
+    train.add_argument(
+        "--validate-every",
+        type=_non_negative_int,
+        default=None,
+        help="score the policy on held-in validation every N iterations and export the "
+        "best (default: the preset's; 0: export the last iteration's)",
     )
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue the run in --out")

@@ -161,3 +161,29 @@ def test_validation_rank_prints_each_policy_and_the_correlation(tmp_path, capsys
     assert "nan" not in printed
     with pytest.raises(SystemExit):
         validation_rank.main(["no-summary.pt"])
+
+
+@pytest.mark.slow
+def test_ganno_train_validate_every_reaches_the_run_and_zero_turns_it_off(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    ganno = str(Path(sys.executable).parent / "ganno")
+    for every, out in ((2, tmp_path / "on"), (0, tmp_path / "off")):
+        proc = subprocess.run([ganno, "train", "--preset", "smoke", "--stop-iters", "2",
+                               "--validate-every", str(every), "--out", str(out)],
+                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads((out / "run.json").read_text())["config"]["validate_every"] == every
+    assert [r["iteration"] for r in read_scores(tmp_path / "on")] == [2]
+    chosen = load_policy(tmp_path / "on" / "policy.pt").payload["extra"]["validation"]
+    assert chosen["networks"] == 128 and chosen["chosen_iteration"] == 2
+    assert not (tmp_path / "off" / "validation.jsonl").exists()
+    assert "validation" not in load_policy(tmp_path / "off" / "policy.pt").payload["extra"]
+    bad = subprocess.run([ganno, "train", "--preset", "smoke", "--validate-every", "-1",
+                          "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, env=env)  # fmt: skip
+    assert bad.returncode == 2 and "-1" in bad.stderr and not (tmp_path / "bad").exists()
