@@ -187,7 +187,6 @@ class DecisionCore:
         self.val_loss = np.minimum(self.initial_val_loss, self.cap)
         self.train_loss = self.safe(train_loss)
         self.diverged = np.zeros(len(val_loss), dtype=bool)
-        self.base_factor = np.ones(len(val_loss))
         self.feature_reference = FeatureReference.at_start(self.lrs, stats)
         ones = np.ones(len(val_loss))
         return self._observe(stats, ones, 0 * ones)
@@ -209,7 +208,6 @@ class DecisionCore:
         previous, self.val_loss = self.val_loss, capped
         self.train_loss = np.where(live, self.safe(train_loss), self.train_loss)
         self.diverged |= diverged_now
-        self.base_factor = np.where(live, np.where(capped < previous, 1.25, 0.5), 1.0)
         observations = self._observe(
             stats, self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous)
         )
@@ -255,8 +253,6 @@ class DecisionCore:
             [c.knob.coordinate(self.values[..., k]) for k, c in enumerate(self.controls)], -1
         )
         requested = current.copy()
-        if self.action_mode == "discrete":  # prototype: the agents' factors act on bold driver's
-            requested[..., 0] *= self.base_factor[:, None]
         for (i, j), value in values.items():
             parts = [value] if single else list(value)
             for k, (control, part) in enumerate(zip(self.controls, parts)):
