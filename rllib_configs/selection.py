@@ -71,9 +71,11 @@ def read_scores(out: Path) -> list[dict[str, Any]]:
         return []
     rows = {}
     for line in path.read_text().splitlines():
-        if line.strip():
+        try:
             row = json.loads(line)
-            rows[row["iteration"]] = row
+        except json.JSONDecodeError:  # a line cut short by a crash while appending
+            continue
+        rows[row["iteration"]] = row
     return [rows[i] for i in sorted(rows)]
 
 
@@ -83,7 +85,10 @@ def keep_scores_through(out: Path, iteration: int | None) -> None:
     path = out / SCORES_FILE
     if path.exists():
         rows = [] if iteration is None else read_scores(out)
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["iteration"] <= iteration))
+        kept = "".join(json.dumps(r) + "\n" for r in rows if r["iteration"] <= iteration)
+        partial = path.with_suffix(".partial")
+        partial.write_text(kept)
+        os.replace(partial, path)  # a crash leaves the old file or the new one, whole
 
 
 def best(rows: list[dict[str, Any]]) -> dict[str, Any]:

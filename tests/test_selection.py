@@ -117,6 +117,21 @@ def test_a_resumed_run_drops_the_scores_of_iterations_it_trains_again(ray_sessio
     assert load_policy(policy).payload["extra"]["validation"]["chosen_iteration"] != 5
 
 
+def test_scores_survive_a_line_cut_short_and_a_resume_keeps_the_restored_ones(tmp_path):
+    from rllib_configs.selection import keep_scores_through
+
+    rows = [{"iteration": i, "mean_log_val_loss": -i / 10} for i in (10, 20, 30)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "validation.jsonl").write_text(text + '{"iteration": 40, "mean_lo')
+    assert read_scores(tmp_path) == rows
+    keep_scores_through(tmp_path, 20)
+    assert read_scores(tmp_path) == rows[:2]
+    keep_scores_through(tmp_path, None)
+    assert read_scores(tmp_path) == [] and (tmp_path / "validation.jsonl").exists()
+    keep_scores_through(tmp_path / "missing", 20)
+    assert not (tmp_path / "missing").exists()
+
+
 def test_bad_validation_settings_fail_before_ray_starts(tmp_path):
     for fields, text in (
         ({"validate_every": -1}, "validate_every=-1; allowed: an int >= 0"),
