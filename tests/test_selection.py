@@ -36,10 +36,13 @@ def weights(path) -> dict[str, torch.Tensor]:
 
 
 def test_candidates_are_due_from_validate_from_every_validate_every_and_at_the_end():
-    preset = get_preset("local")  # validates 50, 60, ..., 100
-    assert [i for i in range(1, 101) if due(preset, i, 100)] == [50, 60, 70, 80, 90, 100]
-    assert [i for i in range(1, 56) if due(preset, i, 55)] == [50, 55]
-    assert not any(due(preset, i, 40) for i in range(1, 41))  # stops before validate_from
+    preset = get_preset("local")  # validates 60, 70, ..., 100
+    assert [i for i in range(1, 101) if due(preset, i, 100)] == [60, 70, 80, 90, 100]
+    assert [i for i in range(1, 66) if due(preset, i, 65)] == [60, 65]
+    assert not any(due(preset, i, 50) for i in range(1, 51))  # stops before validate_from
+    full = get_preset("full")  # validates 100, 110, ..., 200 on 128 networks
+    assert [i for i in range(1, 201) if due(full, i, 200)] == list(range(100, 201, 10))
+    assert full.validation_networks == 128 and preset.validation_networks == 64
     assert not any(due(get_preset("smoke"), i, 5) for i in range(1, 6))  # off
 
 
