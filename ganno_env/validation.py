@@ -41,6 +41,13 @@ class ValidationScore:
         return asdict(self)
 
 
+def check_networks(networks: Any, name: str = "networks") -> None:
+    """ValueError unless `networks` is a count whose seeds stay below the held-out ones;
+    `name` is the setting as the caller knows it (a preset's `validation_networks`)."""
+    if not isinstance(networks, int) or not 1 <= networks <= MAX_VALIDATION_NETWORKS:
+        raise ValueError(f"{name}={networks!r}; allowed: an int in 1..{MAX_VALIDATION_NETWORKS}")
+
+
 def validation_score(
     policy: str | os.PathLike[str],
     conditions: str | Mapping[str, Any],
@@ -60,8 +67,7 @@ def validation_score(
             f"conditions={conditions!r} is held out for the benchmark; allowed: the "
             "conditions the policy trained on (validation must not see a held-out one)"
         )
-    if not isinstance(networks, int) or not 1 <= networks <= MAX_VALIDATION_NETWORKS:
-        raise ValueError(f"networks={networks!r}; allowed: an int in 1..{MAX_VALIDATION_NETWORKS}")
+    check_networks(networks)
     if not isinstance(population, int) or population < 1:
         raise ValueError(f"population={population!r}; allowed: an int >= 1")
     controller = load_policy(policy)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ganno_env.config import ENV_DEFAULTS
 from ganno_env.validation import validation_score
 from rllib_configs.ppo import Preset
 
@@ -40,8 +41,8 @@ def validation_settings(preset: Preset) -> dict[str, Any]:
     the CPU with one thread (the driver scores them; it may have no GPU)."""
     env = dict(preset.env_config)
     return {
-        "conditions": env.pop("conditions", "train"),
-        "population": int(env.pop("population", 8)),
+        "conditions": env.pop("conditions", ENV_DEFAULTS["conditions"]),
+        "population": int(env.pop("population", ENV_DEFAULTS["population"])),
         "networks": preset.validation_networks,
         "env_kwargs": {**env, "device": "cpu", "num_threads": 1},
     }

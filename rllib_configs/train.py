@@ -39,7 +39,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import PolicyNet, export_policy
-from ganno_env.validation import MAX_VALIDATION_NETWORKS
+from ganno_env.validation import check_networks
 from rllib_configs.ppo import Preset, build_config
 from rllib_configs.selection import (
     CANDIDATES,
@@ -436,11 +436,7 @@ def check_validation(preset: Preset) -> None:
         value = getattr(preset, name)
         if not isinstance(value, int) or value < 0:
             raise ValueError(f"{name}={value!r}; allowed: an int >= 0")
-    networks = preset.validation_networks
-    if not isinstance(networks, int) or not 1 <= networks <= MAX_VALIDATION_NETWORKS:
-        raise ValueError(
-            f"validation_networks={networks!r}; allowed: an int in 1..{MAX_VALIDATION_NETWORKS}"
-        )
+    check_networks(preset.validation_networks, "validation_networks")
 
 
 def validate(algo: Algorithm, out: Path, preset: Preset, mapping: str, log: Callable) -> None:
