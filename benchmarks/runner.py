@@ -290,6 +290,13 @@ def plan(
     return units
 
 
+def largest_first(units: Iterable[Unit]) -> list[Unit]:
+    """Units with the most networks first (plan order among equals): workers take the
+    oracle grid's big populations early, so none of them runs alone at the end while the
+    other workers idle (benchmarks/perf_bench_order.py)."""
+    return sorted(units, key=lambda unit: -unit.size)
+
+
 def run_unit(
     unit: Unit, suite: Suite, policy: str | None, device: str = "cpu", threads: int | None = None
 ) -> list[dict]:
@@ -398,7 +405,7 @@ def run_suite(
     path = out / RESULTS
     drop_partial_line(path)
     done = {run_key(r) for r in read_results(path)}
-    units = plan(suite, names, done, inputs, skip=skipped)
+    units = largest_first(plan(suite, names, done, inputs, skip=skipped))
     progress = Progress(sum(u.size for u in units))
 
     def finished(unit: Unit, records: list[dict]) -> None:

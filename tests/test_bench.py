@@ -144,6 +144,20 @@ def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_on
     assert summary["inputs"]["constant"]["suite_hash"] == edited.content_hash()
 
 
+def test_the_runner_hands_out_the_largest_units_first(tmp_path):
+    """The oracle grid's units (7 networks per seed) go to the workers before the hand-made
+    ones, which would otherwise come first in plan order and leave the grid to the end."""
+    torch.set_num_threads(1)
+    suite = tiny_suite()
+    controllers = ["constant", "cosine", "oracle_grid"]
+    planned = plan(suite, controllers, set(), run_inputs(suite, controllers))
+    assert planned[0].controller == "constant"  # else this test could not tell the orders
+    started = []
+    run_suite(suite, tmp_path, controllers=controllers, workers=1, on_unit=started.append)
+    assert [u.controller for u in started] == ["oracle_grid", "constant", "cosine"]
+    assert [u.size for u in started] == [2 * len(suite.oracle_grid), 2, 2]
+
+
 @pytest.mark.slow
 def test_quick_suite_with_a_smoke_trained_policy(ray_session, tmp_path):
     from rllib_configs.ppo import get_preset
