@@ -450,13 +450,22 @@ def test_momentum_and_adam_match_torch_optim(
         assert all(torch.isfinite(v).all() for v in vars(stats).values())
 
 
-# ------------------------------------------------------------------- 5. the vmap path
+# ------------------------------------------ 5. the CNN's grouped path and the vmap path
+def make_strided_cnn():
+    return lambda: CNN((1, 16, 16), width=4, depth=2, num_outputs=3)  # stride 2 per block
+
+
 @pytest.mark.parametrize(
-    "make_module,data_kwargs,num_layers",
-    [(make_cnn(), {"image_shape": (1, 8, 8)}, 3), (lambda: Normed(), {}, 2)],
-    ids=["cnn", "layernorm"],
+    "make_module,data_kwargs,num_layers,grouped",
+    [
+        (make_cnn(), {"image_shape": (1, 8, 8)}, 3, True),
+        (make_strided_cnn(), {"image_shape": (1, 16, 16)}, 3, True),
+        (make_cnn(), {"image_shape": (1, 8, 8)}, 3, False),  # the CNN under vmap
+        (lambda: Normed(), {}, 2, False),
+    ],
+    ids=["cnn-grouped", "strided-cnn-grouped", "cnn-vmap", "layernorm-vmap"],
 )
-def test_vmap_path_sgd_matches_reference(make_module, data_kwargs, num_layers):
+def test_cnn_and_vmap_paths_sgd_match_reference(make_module, data_kwargs, num_layers, grouped):
     data = classification_data(**data_kwargs)
     seeds, scales = SEEDS[:2], SCALES[:2]
     lrs = LRS_MLP[:2, :num_layers]
@@ -464,6 +473,9 @@ def test_vmap_path_sgd_matches_reference(make_module, data_kwargs, num_layers):
     batches = engine_batches(make_module, data, seeds, steps)
     trainer = PopulationTrainer.build(make_module, data, BATCH, seeds, scales)
     assert not trainer._fast_mlp and trainer.num_layers == num_layers
+    if not grouped:
+        trainer._fast_cnn = False  # the CNN takes the general path that other models take
+    assert trainer._fast_cnn == grouped
     refs = references(make_module, data, lrs, seeds=seeds, scales=scales)
     start = [ref.params() for ref in refs]
     loss, stats = trainer.train(lrs, steps)

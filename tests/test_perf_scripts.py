@@ -37,3 +37,23 @@ def test_perf_env_refuses_an_unknown_task_before_measuring(capsys):
         perf_env.main(["--task", "no_such_task"])
     assert stop.value.code == 2
     assert "no_such_task" in capsys.readouterr().err
+
+
+def test_perf_cnn_times_both_paths_and_checks_they_agree(capsys):
+    from benchmarks import perf_cnn
+
+    argv = ["--population", "3", "--steps", "2", "--repeats", "1"]
+    assert perf_cnn.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "vmap" in printed and "1.00x vmap" in printed and "grouped" in printed
+    with pytest.raises(SystemExit, match="digits_mlp"):
+        perf_cnn.main(["--task", "digits_mlp", *argv])
+
+
+@pytest.mark.slow
+def test_perf_bench_order_runs_the_units_both_ways(capsys):
+    from benchmarks import perf_bench_order
+
+    assert perf_bench_order.main(["--suite", "quick", "--seeds", "1", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "plan order" in printed and "largest first" in printed and "x plan order" in printed
