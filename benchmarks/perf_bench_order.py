@@ -15,7 +15,6 @@ Run on an idle machine: ``python -m benchmarks.perf_bench_order`` (``--suite``, 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -27,6 +26,7 @@ from benchmarks.runner import (
     run_inputs,
 )
 from benchmarks.suites import Suite, load_suite
+from benchmarks.timing import print_medians
 
 ORDERS: dict[str, Callable[[list], list]] = {
     "plan order": list,
@@ -56,12 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, order in ORDERS.items():
             times[name].append(suite_seconds(suite, order, args.workers))
             print(f"repeat {repeat + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
-    base = statistics.median(times["plan order"])
     print(f"suite {suite.version}, {args.seeds} seeds, {args.workers} workers, hand-made and "
           f"oracle units, median of {args.repeats}:")  # fmt: skip
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:14s} {median:7.1f} s   {median / base:.2f}x plan order")
+    print_medians(times, base="plan order", label="order")
     return 0
 
 

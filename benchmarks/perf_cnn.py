@@ -13,11 +13,11 @@ Run on an idle machine: ``python -m benchmarks.perf_cnn`` (``--task``, ``--popul
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
 
+from benchmarks.timing import print_medians
 from ganno_env.engine import PopulationTrainer
 from ganno_env.models import CNN
 from ganno_env.tasks import get_task
@@ -60,12 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = (loss, val)
     for a, b in zip(results["vmap"], results["grouped"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-    base = statistics.median(times["vmap"])
     print(f"{args.task}, population {args.population}, {args.steps} steps and one val "
           f"evaluation, one thread, median of {args.repeats} (same losses both ways):")  # fmt: skip
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"  {name:8s} {median:7.3f} s   {median / base:.2f}x vmap")
+    print_medians(times, base="vmap", label="path")
     return 0
 
 

@@ -19,13 +19,13 @@ Every agent keeps its values (factor 1 for every knob). Run on an idle machine:
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
+from benchmarks.timing import print_medians
 from ganno_env import layerwise_lr_v1
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -68,13 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for name, settings in CONFIGURATIONS.items():
             times[name].append(episode_seconds(settings, args.population, args.cycles, repeat))
-    base = statistics.median(times["lr"])
     print(f"population {args.population}, {args.cycles} decisions x 25 steps, one torch thread,")
-    print(f"median of {args.repeats} round-robin repeats")
-    print(f"{'controls':<32}{'episode s':>10}{'x lr alone':>12}")
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"{name:<32}{median:>10.3f}{median / base:>12.2f}")
+    print(f"median of {args.repeats} round-robin repeats, seconds per episode")
+    print_medians(times, base="lr", label="controls")
     return 0
 
 

@@ -44,8 +44,9 @@ def test_perf_cnn_times_both_paths_and_checks_they_agree(capsys):
 
     argv = ["--population", "3", "--steps", "2", "--repeats", "1"]
     assert perf_cnn.main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "vmap" in printed and "1.00x vmap" in printed and "grouped" in printed
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["path", "median", "s", "x", "vmap"]
+    assert lines[2].split()[0::2] == ["vmap", "1.00"] and lines[3].split()[0] == "grouped"
     with pytest.raises(SystemExit, match="digits_mlp"):
         perf_cnn.main(["--task", "digits_mlp", *argv])
 
@@ -56,4 +57,14 @@ def test_perf_bench_order_runs_the_units_both_ways(capsys):
 
     assert perf_bench_order.main(["--suite", "quick", "--seeds", "1", "--repeats", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "plan order" in printed and "largest first" in printed and "x plan order" in printed
+    assert "x plan order" in printed and "largest first" in printed
+
+
+def test_medians_are_printed_next_to_their_ratio_to_the_base(capsys):
+    from benchmarks.timing import print_medians
+
+    print_medians({"lr": [1.0, 2.0, 9.0], "lr+momentum": [4.0, 5.0]}, base="lr", label="controls")
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[1:] == [["lr", "2.000", "1.00"], ["lr+momentum", "4.500", "2.25"]]
+    with pytest.raises(ValueError, match="'none'.*allowed"):
+        print_medians({"lr": [1.0]}, base="none", label="controls")
