@@ -103,7 +103,7 @@ class PopulationTrainer:
         self._minus_ones = torch.full((self.n, 1, batch_size), -1.0, device=self.device)
         self._template = copy.deepcopy(modules[0]).to(self.device)
         self._fast_mlp = isinstance(modules[0], MLP)
-        self._fast_cnn = isinstance(modules[0], CNN)
+        self._fast_cnn = type(modules[0]) is CNN  # a subclass may change forward: vmap
 
         flat = self._fast_mlp  # the MLP path takes flattened inputs
         self.x_train = _inputs(data.x_train, flat, self.device)

@@ -495,6 +495,25 @@ def test_cnn_and_vmap_paths_sgd_match_reference(make_module, data_kwargs, num_la
     torch.testing.assert_close(val_acc, torch.stack(ref_acc))
 
 
+class DoubledCNN(CNN):
+    """A subclass with its own forward, which the grouped path would not know."""
+
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+def test_a_cnn_subclass_is_trained_through_its_own_forward():
+    data = classification_data(image_shape=(1, 8, 8))
+    trainer = PopulationTrainer.build(
+        lambda: DoubledCNN((1, 8, 8), width=4, depth=2, num_outputs=3), data, BATCH,
+        SEEDS[:2], SCALES[:2],
+    )  # fmt: skip
+    assert not trainer._fast_cnn
+    val_loss, _ = trainer.evaluate("val")
+    expected = [F.cross_entropy(trainer.module(i)(data.x_val), data.y_val) for i in range(2)]
+    torch.testing.assert_close(val_loss, torch.stack(expected), **TIGHT)
+
+
 # --------------------------------------------------------------------- 6. regression
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_regression_mse_on_fast_path(optimizer):
