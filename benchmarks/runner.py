@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import json
 import math
 import os
 import signal
@@ -51,6 +50,7 @@ from ganno_env.conditions import DEFAULT_INITIAL_LR, check_lrs_in_bounds
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.controllers import HAND_MADE, Controller, make_controller
 from ganno_env.features import FEATURES_VERSION
+from ganno_env.jsonl import append_lines, drop_partial_line, read_lines
 from ganno_env.layerwise_lr import env_version
 from ganno_env.policy import PolicyController, load_policy, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
@@ -220,27 +220,7 @@ def run_key(record: Mapping[str, Any]) -> tuple:
 
 def read_results(path: Path) -> list[dict[str, Any]]:
     """Every complete line of a results file (a line cut off by a kill is skipped)."""
-    if not path.exists():
-        return []
-    records = []
-    with path.open() as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # the last line of an interrupted write
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return records
-
-
-def drop_partial_line(path: Path) -> None:
-    """Cut a last line left unfinished by a kill, so new lines start on a line of their own."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    return read_lines(path)
 
 
 def plan(
@@ -369,14 +349,6 @@ class Progress:
             self.drawn = False
 
 
-def append(path: Path, records: list[dict]) -> None:
-    """Append whole lines and make them durable before reporting progress."""
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def run_suite(
     suite: Suite,
     out_dir: str | os.PathLike,
@@ -409,7 +381,7 @@ def run_suite(
     progress = Progress(sum(u.size for u in units))
 
     def finished(unit: Unit, records: list[dict]) -> None:
-        append(path, records)
+        append_lines(path, records)  # durable before the progress line says so
         progress.advance(unit.size, f"{unit.condition} {unit.controller}")
         if on_unit is not None:
             on_unit(unit)

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from ganno_env.config import ENV_DEFAULTS
+from ganno_env.jsonl import append_lines, read_lines
 from ganno_env.validation import validation_score
 from rllib_configs.ppo import Preset
 
@@ -58,25 +59,13 @@ def score_candidate(out: Path, candidate: Path, iteration: int, preset: Preset) 
         "candidate": str(candidate.relative_to(out)),
         "seconds": round(time.perf_counter() - began, 1),
     }
-    with (out / SCORES_FILE).open("a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    append_lines(out / SCORES_FILE, [row])
     return row
 
 
 def read_scores(out: Path) -> list[dict[str, Any]]:
     """The rows of `DIR/validation.jsonl`, the last one of each iteration, by iteration."""
-    path = out / SCORES_FILE
-    if not path.exists():
-        return []
-    rows = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash while appending
-            continue
-        rows[row["iteration"]] = row
+    rows = {row["iteration"]: row for row in read_lines(out / SCORES_FILE)}
     return [rows[i] for i in sorted(rows)]
 
 
