@@ -26,7 +26,7 @@ from benchmarks.runner import (
     run_inputs,
 )
 from benchmarks.suites import Suite, load_suite
-from benchmarks.timing import print_medians
+from benchmarks.timing import print_medians, round_robin
 
 ORDERS: dict[str, Callable[[list], list]] = {
     "plan order": list,
@@ -51,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
     suite = load_suite(args.suite).with_seeds(args.seeds)
-    times: dict[str, list[float]] = {name: [] for name in ORDERS}
-    for repeat in range(args.repeats):
-        for name, order in ORDERS.items():
-            times[name].append(suite_seconds(suite, order, args.workers))
-            print(f"repeat {repeat + 1}: {name}: {times[name][-1]:.1f} s", flush=True)
+
+    def seconds(name: str, repeat: int) -> float:
+        took = suite_seconds(suite, ORDERS[name], args.workers)
+        print(f"repeat {repeat + 1}: {name}: {took:.1f} s", flush=True)
+        return took
+
+    times = round_robin(ORDERS, args.repeats, seconds)
     print(f"suite {suite.version}, {args.seeds} seeds, {args.workers} workers, hand-made and "
           f"oracle units, median of {args.repeats}:")  # fmt: skip
     print_medians(times, base="plan order", label="order")

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benchmarks.timing import print_medians
+from benchmarks.timing import print_medians, round_robin
 from ganno_env.engine import PopulationTrainer
 from ganno_env.models import CNN
 from ganno_env.tasks import get_task
@@ -51,13 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    times: dict[str, list[float]] = {name: [] for name in PATHS}
     results = {}
-    for _ in range(args.repeats):
-        for name, grouped in PATHS.items():
-            seconds, loss, val = interval_seconds(args.task, args.population, args.steps, grouped)
-            times[name].append(seconds)
-            results[name] = (loss, val)
+
+    def seconds(name: str, repeat: int) -> float:
+        took, loss, val = interval_seconds(args.task, args.population, args.steps, PATHS[name])
+        results[name] = (loss, val)
+        return took
+
+    times = round_robin(PATHS, args.repeats, seconds)
     for a, b in zip(results["vmap"], results["grouped"]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     print(f"{args.task}, population {args.population}, {args.steps} steps and one val "

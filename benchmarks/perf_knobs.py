@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.timing import print_medians
+from benchmarks.timing import print_medians, round_robin
 from ganno_env import layerwise_lr_v1
 
 CONFIGURATIONS: dict[str, dict[str, Any]] = {
@@ -62,12 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    times: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
     for settings in CONFIGURATIONS.values():  # warm-up
         episode_seconds(settings, args.population, 2, seed=1_000_000)
-    for repeat in range(args.repeats):
-        for name, settings in CONFIGURATIONS.items():
-            times[name].append(episode_seconds(settings, args.population, args.cycles, repeat))
+    times = round_robin(
+        CONFIGURATIONS,
+        args.repeats,
+        lambda name, repeat: episode_seconds(
+            CONFIGURATIONS[name], args.population, args.cycles, seed=repeat
+        ),
+    )
     print(f"population {args.population}, {args.cycles} decisions x 25 steps, one torch thread,")
     print(f"median of {args.repeats} round-robin repeats, seconds per episode")
     print_medians(times, base="lr", label="controls")

@@ -1,13 +1,26 @@
 """Side-by-side timings: each configuration's median and its ratio to a baseline's.
 
-The speed scripts (`perf_knobs`, `perf_cnn`, `perf_bench_order`) run every configuration
-round-robin, so that machine noise hits all alike, and print the medians this way.
+The speed scripts (`perf_knobs`, `perf_cnn`, `perf_bench_order`) time every configuration
+round-robin (`round_robin`), so that machine noise hits all alike, and print the medians
+(`print_medians`).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+
+def round_robin(
+    names: Iterable[str], repeats: int, seconds: Callable[[str, int], float]
+) -> dict[str, list[float]]:
+    """`seconds(name, repeat)` for every configuration in turn, `repeats` times over, so
+    that machine noise hits all of them alike; the timings by name."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name, values in times.items():
+            values.append(seconds(name, repeat))
+    return times
 
 
 def print_medians(times: Mapping[str, Sequence[float]], base: str, label: str) -> None:

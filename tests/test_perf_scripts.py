@@ -68,3 +68,17 @@ def test_medians_are_printed_next_to_their_ratio_to_the_base(capsys):
     assert rows[1:] == [["lr", "2.000", "1.00"], ["lr+momentum", "4.500", "2.25"]]
     with pytest.raises(ValueError, match="'none'.*allowed"):
         print_medians({"lr": [1.0]}, base="none", label="controls")
+
+
+def test_round_robin_times_every_configuration_in_turn():
+    from benchmarks.timing import round_robin
+
+    calls = []
+
+    def seconds(name, repeat):
+        calls.append((name, repeat))
+        return float(len(calls))
+
+    times = round_robin(["a", "b"], 2, seconds)
+    assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
+    assert times == {"a": [1.0, 3.0], "b": [2.0, 4.0]}
