@@ -29,7 +29,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ganno_env.conditions import load_conditions
 from ganno_env.policy import MAPPINGS, module_for, module_ids
 from rllib_configs import PRESET_NAMES
-from rllib_configs.env import GannoMultiAgentEnv
+from rllib_configs.env import GannoMultiAgentEnv, MixedDepthEnv
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
 
 PRESETS = PRESET_NAMES
@@ -203,6 +203,8 @@ def training_env_config(preset: Preset, conditions: str) -> dict[str, Any]:
 def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",
               num_layers: int | None = None, **kwargs: Any) -> str:  # fmt: skip
     """RLlib's policy mapping function; RLlib may call it with episode=None."""
+    if mapping == "shared":  # every agent, also MixedDepthEnv's `agent_K` (no layer in it)
+        return "shared"
     return module_for(agent_id, mapping, num_layers)
 
 
@@ -218,7 +220,13 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     """The PPOConfig for a preset and a policy mapping."""
     if mapping not in MAPPINGS:
         raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
-    probe = GannoMultiAgentEnv(preset.env_config).par_env  # checks the env config, too
+    env_class = MixedDepthEnv if "agents_per_env" in preset.env_config else GannoMultiAgentEnv
+    if env_class is MixedDepthEnv and mapping != "shared":
+        raise ValueError(
+            f"mapping={mapping!r} with agents_per_env: the agent ids of a MixedDepthEnv "
+            "name no layer; allowed: mapping='shared'"
+        )
+    probe = env_class(preset.env_config).par_env  # checks the env config, too
     max_layers = probe.max_layers
     num_layers = None
     if mapping == "grouped":
@@ -235,10 +243,13 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     )
     # one torch thread per env: env runners share the cores (Ray also sets OMP_NUM_THREADS)
     env_config = {"num_threads": 1, **preset.env_config}
+    # the evaluation env is a plain one (its conditions fix the depth)
     eval_env_config = {**env_config, **preset.eval_env_config}
+    if "agents_per_env" in eval_env_config:
+        eval_env_config["agents_per_env"] = None  # RLlib merges it into env_config
     return (
         PPOConfig()
-        .environment(GannoMultiAgentEnv, env_config=env_config)
+        .environment(env_class, env_config=env_config)
         .env_runners(
             num_env_runners=preset.num_env_runners,
             num_envs_per_env_runner=preset.num_envs_per_env_runner,
@@ -272,7 +283,11 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
             evaluation_duration=preset.evaluation_episodes,
             evaluation_duration_unit="episodes",
             evaluation_num_env_runners=0,
-            evaluation_config={"env_config": eval_env_config, "explore": False},
+            evaluation_config={
+                "env": GannoMultiAgentEnv,
+                "env_config": eval_env_config,
+                "explore": False,
+            },
         )
         .fault_tolerance(
             restart_failed_env_runners=True,

@@ -41,6 +41,7 @@ def validation_settings(preset: Preset) -> dict[str, Any]:
     """What the candidates are scored on: the training conditions and env settings, on
     the CPU with one thread (the driver scores them; it may have no GPU)."""
     env = dict(preset.env_config)
+    env.pop("agents_per_env", None)  # RLlib's mixed-depth wrapper; the networks are alike
     return {
         "conditions": env.pop("conditions", ENV_DEFAULTS["conditions"]),
         "population": int(env.pop("population", ENV_DEFAULTS["population"])),

@@ -29,7 +29,7 @@ def training_value(field, sample):
     return defaults.get(field) if value is None else value
 
 
-TRAINING_CONDITIONS = ("train", "train_wide", "train_tasks")
+TRAINING_CONDITIONS = ("train", "train_wide", "train_tasks", "train_depths")
 
 
 @pytest.mark.parametrize("training", TRAINING_CONDITIONS)

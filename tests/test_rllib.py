@@ -27,6 +27,7 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 
 from ganno_env import layerwise_lr_v1  # noqa: E402
 from ganno_env.policy import load_policy  # noqa: E402
+from rllib_configs.env import MixedDepthEnv  # noqa: E402
 from rllib_configs.ppo import build_config, get_preset  # noqa: E402
 from rllib_configs.train import export_from, train  # noqa: E402
 
@@ -287,3 +288,56 @@ def test_agents_that_set_lr_and_momentum_train_and_export(ray_session, tmp_path,
         env.step(ours)
     finally:
         algo.stop()
+
+
+def test_networks_of_several_depths_train_under_fixed_agent_ids(ray_session, tmp_path):
+    """train_depths draws 1, 2, 3 or 5 hidden layers per episode; RLlib 2.60 stops with a NaN
+    step count when agent ids come and go, so MixedDepthEnv keeps 12 agents in every
+    episode (populations 6, 4, 3, 2)."""
+    config = {"conditions": "train_depths", "agents_per_env": 12, "max_cycles": 3, "interval": 3}
+    fixed = {"conditions": {"initial_lr": 0.01}, "population": 1, "max_cycles": 3, "interval": 3}
+    preset = get_preset("smoke", env_config=config, eval_env_config=fixed, train_batch_size=144,
+                        minibatch_size=72, evaluation_interval=2, validate_every=0)  # fmt: skip
+    policy = train(preset, "shared", tmp_path, stop_iters=6, log=lambda s: None)
+    rows = progress_rows(tmp_path)
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 7))
+    assert all(float(r["env_steps"]) > 0 for r in rows)
+    assert any(r["eval_mean_return"] not in ("", "nan") for r in rows)  # the plain eval env
+    controller = load_policy(policy)
+    for depth in (1, 6):
+        env = layerwise_lr_v1.parallel_env(conditions={"depth": depth}, max_cycles=2)
+        obs, _ = env.reset(seed=0)
+        assert len(controller.actions(obs)) == depth + 1
+
+
+def test_agents_per_env_refuses_a_mapping_that_reads_the_layer():
+    preset = get_preset("smoke", env_config={"conditions": "train_depths", "agents_per_env": 12})
+    with pytest.raises(ValueError, match="agents_per_env"):
+        build_config(preset, "per_layer")
+
+
+def test_mixed_depth_env_keeps_its_agent_ids_and_routes_each_to_its_layer():
+    env = MixedDepthEnv({"conditions": "train_depths", "agents_per_env": 12, "max_cycles": 2,
+                         "interval": 2, "num_threads": 1})  # fmt: skip
+    assert env.populations == {1: 6, 2: 4, 3: 3, 5: 2}
+    layer_counts = set()
+    obs, infos = env.reset(seed=0)
+    for episode in range(8):
+        if episode:
+            obs, infos = env.reset()
+        assert sorted(obs) == sorted(env.possible_agents)
+        layer_counts.add(1 + max(info["layer"] for info in infos.values()))
+        # agent_K is the K-th layer in network order: the last one is the output layer
+        assert (infos["agent_0"]["network"], infos["agent_0"]["layer"]) == (0, 0)
+        networks = len({info["network"] for info in infos.values()})
+        assert infos["agent_11"]["layer"] == 12 // networks - 1
+        lrs = {agent: info["lr"] for agent, info in infos.items()}
+        keep, double = 2, 4  # indices of the factors 1.0 and 2.0
+        actions = {agent: keep for agent in obs} | {"agent_5": double}
+        obs, _, _, _, infos = env.step(actions)
+        for agent, info in infos.items():
+            factor = 2.0 if agent == "agent_5" else 1.0
+            assert info["lr"] == pytest.approx(factor * lrs[agent])
+    assert layer_counts == {2, 3, 4, 6}
+    with pytest.raises(ValueError, match="agents_per_env=10 is not a multiple of 3"):
+        MixedDepthEnv({"conditions": "train_depths", "agents_per_env": 10})
