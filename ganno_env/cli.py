@@ -164,10 +164,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["population"] = args.population
     if args.controls is not None:
         env_config["controls"] = list(args.controls)
+    if args.agents_per_env is not None:
+        env_config["agents_per_env"] = args.agents_per_env
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
-        EnvConfig.from_kwargs(env_config)  # a bad override fails here, before Ray starts
+        # a bad override fails here, before Ray starts (agents_per_env is RLlib's wrapper's)
+        EnvConfig.from_kwargs({k: v for k, v in env_config.items() if k != "agents_per_env"})
         preset = get_preset(args.preset, **fields, env_config=env_config)
     try:
         train(preset, args.mapping, args.out, args.stop_iters, args.address,
@@ -332,6 +335,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--population", type=_positive_int, default=None,
                        help="networks per env (default: the preset's)")  # fmt: skip
+    train.add_argument(
+        "--agents-per-env",
+        type=_positive_int,
+        default=None,
+        help="for conditions of several depths (train_depths): layer agents per env at every "
+        "depth, a multiple of each depth's layer count (24 for train_depths); RLlib then "
+        "sees the same agent ids in every episode",
+    )
     train.add_argument(
         "--controls",
         type=_controls,

@@ -198,3 +198,15 @@ def test_conditions_file_lr_factors_and_population_reach_run_json_and_the_policy
     assert policy.payload["lr_factors"] == [0.5, 1.0, 2.0]
     assert policy.payload["extra"]["conditions"] == specs
     assert policy.payload["extra"]["population"] == 3
+
+
+def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(tmp_path):
+    out = tmp_path / "run"
+    args = ("--preset", "smoke", "--out", out, "--stop-iters", 2, "--conditions", "train_depths")
+    assert_one_line_error(ganno_train(*args, "--agents-per-env", 10), "agents_per_env=10")
+    assert not out.exists()
+    proc = ganno_train(*args, "--agents-per-env", 12)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
+    assert env_config["conditions"] == "train_depths" and env_config["agents_per_env"] == 12
+    assert load_policy(out / "policy.pt").payload["extra"]["conditions"] == "train_depths"
