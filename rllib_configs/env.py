@@ -54,11 +54,16 @@ class GannoMultiAgentEnv(ParallelPettingZooEnv):
         obs, rewards, terminateds, truncateds, infos = self.par_env.step(action_dict)
         # agents that finish now still get this last observation; they leave next step
         self.agents = list(obs)
-        over = not self.par_env.agents
-        everyone_terminated = over and all(terminateds.values())
-        terminateds["__all__"] = everyone_terminated
-        truncateds["__all__"] = over and not everyone_terminated
+        set_episode_end(terminateds, truncateds, over=not self.par_env.agents)
         return obs, rewards, terminateds, truncateds, infos
+
+
+def set_episode_end(terminateds: dict, truncateds: dict, over: bool) -> None:
+    """RLlib's `__all__` flags: the episode is over when the PettingZoo env has no agents
+    left; it terminated if every agent did, else it was truncated."""
+    everyone_terminated = over and all(terminateds.values())
+    terminateds["__all__"] = everyone_terminated
+    truncateds["__all__"] = over and not everyone_terminated
 
 
 class MixedDepthEnv(MultiAgentEnv):
@@ -119,10 +124,7 @@ class MixedDepthEnv(MultiAgentEnv):
         obs, rewards, infos = self._rename(obs), self._rename(rewards), self._rename(infos)
         terminateds, truncateds = self._rename(terminateds), self._rename(truncateds)
         self.agents = list(obs)
-        over = not self._env.agents
-        everyone_terminated = over and all(terminateds.values())
-        terminateds["__all__"] = everyone_terminated
-        truncateds["__all__"] = over and not everyone_terminated
+        set_episode_end(terminateds, truncateds, over=not self._env.agents)
         return obs, rewards, terminateds, truncateds, infos
 
     def _rename(self, per_agent: dict) -> dict:
