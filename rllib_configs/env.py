@@ -21,6 +21,7 @@ from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
 from ganno_env import get_task, layerwise_lr_v1
+from ganno_env.conditions import HELD_OUT_SEED_START
 
 
 class GannoMultiAgentEnv(ParallelPettingZooEnv):
@@ -93,7 +94,7 @@ class MixedDepthEnv(MultiAgentEnv):
             depth: layerwise_lr_v1.parallel_env(**config, population=population)
             for depth, population in self.populations.items()
         }
-        self.par_env = self._envs[min(self._envs)]  # for settings and spaces
+        self.par_env = self._envs[min(self._envs)]  # the current episode's (alike settings)
         self.possible_agents = [f"agent_{k}" for k in range(agents)]
         self.agents = []
         self._agent_ids = set(self.possible_agents)
@@ -104,27 +105,29 @@ class MixedDepthEnv(MultiAgentEnv):
         self.observation_space = gym.spaces.Dict(self.observation_spaces)
         self.action_space = gym.spaces.Dict(self.action_spaces)
         self._rng = np.random.default_rng()
-        self._env = self.par_env
         self._inner: dict[str, str] = {}  # agent_k -> the env's own agent id
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._rng = np.random.default_rng(seed)
         depth = int(self._rng.choice(sorted(self._envs)))
-        self._env = self._envs[depth]
-        obs, infos = self._env.reset(seed=seed, options={**(options or {}), "depth": depth})
-        self._inner = dict(zip(self.possible_agents, self._env.agents))
+        self.par_env = self._envs[depth]
+        if seed is None:  # drawn here, so one seed fixes every episode's networks
+            population = self.populations[depth]  # below the held-out seeds, as the env's own
+            seed = int(self._rng.integers(max(HELD_OUT_SEED_START - population, 1)))
+        obs, infos = self.par_env.reset(seed=seed, options={**(options or {}), "depth": depth})
+        self._inner = dict(zip(self.possible_agents, self.par_env.agents))
         self._outer = {inner: outer for outer, inner in self._inner.items()}
         self.agents = list(self.possible_agents)
         return self._rename(obs), self._rename(infos)
 
     def step(self, action_dict: dict):
         actions = {self._inner[agent]: action for agent, action in action_dict.items()}
-        obs, rewards, terminateds, truncateds, infos = self._env.step(actions)
+        obs, rewards, terminateds, truncateds, infos = self.par_env.step(actions)
         obs, rewards, infos = self._rename(obs), self._rename(rewards), self._rename(infos)
         terminateds, truncateds = self._rename(terminateds), self._rename(truncateds)
         self.agents = list(obs)
-        set_episode_end(terminateds, truncateds, over=not self._env.agents)
+        set_episode_end(terminateds, truncateds, over=not self.par_env.agents)
         return obs, rewards, terminateds, truncateds, infos
 
     def _rename(self, per_agent: dict) -> dict:

@@ -341,3 +341,22 @@ def test_mixed_depth_env_keeps_its_agent_ids_and_routes_each_to_its_layer():
     assert layer_counts == {2, 3, 4, 6}
     with pytest.raises(ValueError, match="agents_per_env=10 is not a multiple of 3"):
         MixedDepthEnv({"conditions": "train_depths", "agents_per_env": 10})
+
+
+def test_mixed_depth_env_episodes_follow_its_first_seed():
+    """RLlib seeds an env once; the later episodes' networks must follow from that seed
+    (and stay below the benchmark's held-out seeds)."""
+    config = {"conditions": "train_depths", "agents_per_env": 12, "max_cycles": 1,
+              "interval": 1, "num_threads": 1}  # fmt: skip
+
+    def episodes(seed):
+        env = MixedDepthEnv(config)
+        drawn = []
+        for episode in range(5):
+            env.reset(seed=seed if episode == 0 else None)
+            drawn.append([(c.depth, c.seed) for c in env.par_env.episode_conditions])
+        return drawn
+
+    first = episodes(7)
+    assert first == episodes(7) and first != episodes(8)
+    assert all(seed < 1_000_000 for episode in first for _, seed in episode)
