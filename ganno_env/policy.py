@@ -91,9 +91,9 @@ def module_for(agent_id: str, mapping: str, num_layers: int | None = None) -> st
     `shared`: one module for every layer. `grouped`: `first`, `hidden` and `last` (the last
     layer needs the network's depth; unknown depth maps to `hidden`). `per_layer`: `layer_J`.
     """
-    _, layer = parse_agent(agent_id)
-    if mapping == "shared":
+    if mapping == "shared":  # one module for every agent, whatever its id names
         return "shared"
+    _, layer = parse_agent(agent_id)
     if mapping == "per_layer":
         return f"layer_{layer}"
     if mapping == "grouped":

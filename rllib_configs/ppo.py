@@ -202,9 +202,8 @@ def training_env_config(preset: Preset, conditions: str) -> dict[str, Any]:
 
 def map_agent(agent_id: str, episode: Any = None, mapping: str = "shared",
               num_layers: int | None = None, **kwargs: Any) -> str:  # fmt: skip
-    """RLlib's policy mapping function; RLlib may call it with episode=None."""
-    if mapping == "shared":  # every agent, also MixedDepthEnv's `agent_K` (no layer in it)
-        return "shared"
+    """RLlib's policy mapping function; RLlib may call it with episode=None (`shared` maps
+    every id, also MixedDepthEnv's `agent_K`, which names no layer)."""
     return module_for(agent_id, mapping, num_layers)
 
 
