@@ -13,6 +13,7 @@ take agent ids that come and go between sampling rounds).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -132,6 +133,26 @@ class MixedDepthEnv(MultiAgentEnv):
 
     def _rename(self, per_agent: dict) -> dict:
         return {self._outer[agent]: value for agent, value in per_agent.items()}
+
+
+def layer_counts(env: Any) -> list[int]:
+    """The layer counts (agents per network) that a plain env's conditions can draw."""
+    tasks = env.condition.values_of("task") or [env.config.task]
+    depths = env.condition.values_of("depth") or [None]
+    return sorted({get_task(task).num_layers(depth) for task in tasks for depth in depths})
+
+
+def check_fixed_agents(env: Any) -> None:
+    """RLlib 2.60 stops mid-run ("cannot convert float NaN to integer") when agent ids
+    come and go between episodes; refuse such conditions before any work starts."""
+    counts = layer_counts(env)
+    if len(counts) > 1:
+        raise ValueError(
+            f"conditions {env.condition.name!r} draw networks of {counts} layers, so the agent "
+            f"ids change between episodes, which RLlib cannot train on; allowed: conditions "
+            f"of one layer count, or agents_per_env (`ganno train --agents-per-env K`, K a "
+            f"multiple of {math.lcm(*counts)})"
+        )
 
 
 def depth_populations(env: Any, agents_per_env: Any) -> dict[int, int]:

@@ -29,7 +29,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ganno_env.conditions import load_conditions
 from ganno_env.policy import MAPPINGS, module_for, module_ids
 from rllib_configs import PRESET_NAMES
-from rllib_configs.env import GannoMultiAgentEnv, MixedDepthEnv
+from rllib_configs.env import GannoMultiAgentEnv, MixedDepthEnv, check_fixed_agents
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
 
 PRESETS = PRESET_NAMES
@@ -226,6 +226,8 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
             "name no layer; allowed: mapping='shared'"
         )
     probe = env_class(preset.env_config).par_env  # checks the env config, too
+    if env_class is GannoMultiAgentEnv:
+        check_fixed_agents(probe)
     max_layers = probe.max_layers
     num_layers = None
     if mapping == "grouped":

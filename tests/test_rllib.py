@@ -310,6 +310,15 @@ def test_networks_of_several_depths_train_under_fixed_agent_ids(ray_session, tmp
         assert len(controller.actions(obs)) == depth + 1
 
 
+def test_conditions_of_several_layer_counts_need_agents_per_env():
+    """Without MixedDepthEnv, RLlib 2.60 trains a few iterations on varying depths and then
+    stops with a NaN step count; build_config refuses before Ray starts."""
+    preset = get_preset("smoke", env_config={"conditions": "train_depths"})
+    with pytest.raises(ValueError, match=r"\[2, 3, 4, 6\] layers.*a multiple of 12"):
+        build_config(preset)
+    build_config(get_preset("smoke", env_config={"conditions": "train_tasks"}))  # all 4 layers
+
+
 def test_agents_per_env_refuses_a_mapping_that_reads_the_layer():
     preset = get_preset("smoke", env_config={"conditions": "train_depths", "agents_per_env": 12})
     with pytest.raises(ValueError, match="agents_per_env"):

@@ -204,6 +204,7 @@ def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(
     out = tmp_path / "run"
     args = ("--preset", "smoke", "--out", out, "--stop-iters", 2, "--conditions", "train_depths")
     assert_one_line_error(ganno_train(*args, "--agents-per-env", 10), "agents_per_env=10")
+    assert_one_line_error(ganno_train(*args), "--agents-per-env K")  # else RLlib stops mid-run
     assert not out.exists()
     proc = ganno_train(*args, "--agents-per-env", 12)
     assert proc.returncode == 0, proc.stdout + proc.stderr
