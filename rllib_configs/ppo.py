@@ -226,8 +226,6 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
             "name no layer; allowed: mapping='shared'"
         )
     probe = env_class(preset.env_config).par_env  # checks the env config, too
-    if env_class is GannoMultiAgentEnv:
-        check_fixed_agents(probe)
     max_layers = probe.max_layers
     num_layers = None
     if mapping == "grouped":
@@ -237,6 +235,8 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
                 "mapping='grouped' needs training conditions of one fixed depth (it must know "
                 "which layer is last); allowed here: mapping='shared' or 'per_layer'"
             )
+    if env_class is GannoMultiAgentEnv:
+        check_fixed_agents(probe)
     modules = module_ids(mapping, max_layers)
     mapping_fn = functools.partial(map_agent, mapping=mapping, num_layers=num_layers)
     module_spec = RLModuleSpec(

@@ -235,19 +235,6 @@ def test_training_survives_a_killed_env_runner(ray_session):
         algo.stop()
 
 
-def test_episodes_of_different_depth_train_one_shared_policy(ray_session, tmp_path):
-    deeper = {"conditions": "deeper", "population": 1, "max_cycles": 3, "interval": 3}
-    preset = get_preset("smoke", env_config=deeper, eval_env_config=deeper,
-                        train_batch_size=60, minibatch_size=30)  # fmt: skip
-    policy = train(preset, "shared", tmp_path, stop_iters=2, log=lambda s: None)
-    assert [int(r["iteration"]) for r in progress_rows(tmp_path)] == [1, 2]
-    controller = load_policy(policy)
-    for depth in (3, 6, 9):
-        env = layerwise_lr_v1.parallel_env(conditions={"depth": depth}, max_cycles=2)
-        obs, _ = env.reset(seed=0)
-        assert len(controller.actions(obs)) == depth + 1
-
-
 def test_presets_take_a_dict_of_fixed_conditions():
     fixed = {"conditions": {"initial_lr": 0.01, "depth": 2}, "population": 2}
     config = build_config(get_preset("smoke", env_config=fixed), "grouped")
