@@ -135,17 +135,10 @@ class MixedDepthEnv(MultiAgentEnv):
         return {self._outer[agent]: value for agent, value in per_agent.items()}
 
 
-def layer_counts(env: Any) -> list[int]:
-    """The layer counts (agents per network) that a plain env's conditions can draw."""
-    tasks = env.condition.values_of("task") or [env.config.task]
-    depths = env.condition.values_of("depth") or [None]
-    return sorted({get_task(task).num_layers(depth) for task in tasks for depth in depths})
-
-
 def check_fixed_agents(env: Any) -> None:
     """RLlib 2.60 stops mid-run ("cannot convert float NaN to integer") when agent ids
     come and go between episodes; refuse such conditions before any work starts."""
-    counts = layer_counts(env)
+    counts = list(env.layer_counts)  # the env's own count, custom tasks' models included
     if len(counts) > 1:
         raise ValueError(
             f"conditions {env.condition.name!r} draw networks of {counts} layers, so the agent "
