@@ -6,7 +6,9 @@ training distribution and the held-out conditions live in `data/conditions_v0.js
 result names exactly what it ran on (like DACBench's instance sets).
 
 Field specs in the file: a constant, ``{"choice": [...]}``, ``{"log_uniform": [lo, hi]}``,
-``{"uniform": [lo, hi]}`` or ``{"int_uniform": [lo, hi]}`` (inclusive).
+``{"uniform": [lo, hi]}`` or ``{"int_uniform": [lo, hi]}`` (inclusive). An entry may instead
+be a ``{"mixture": {NAME: WEIGHT, ...}}`` of other entries: each network draws one of them
+by weight, then its start from it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ DEFAULT_INITIAL_LR = 0.01
 # without one, as in training) stays below it.
 HELD_OUT_SEED_START = 1_000_000
 SPEC_KINDS = ("choice", "log_uniform", "uniform", "int_uniform")
+# the defaults that do not depend on the task (a mixture's parts may leave these unset)
+FIXED_DEFAULTS = {"initial_lr": DEFAULT_INITIAL_LR, "init_scale": 1.0, "grad_scale": 1.0}
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class Condition:
     specs: Mapping[str, Any]
     description: str = ""
     held_out: bool = False
+    # a mixture: (part, weight) pairs, each network drawing its part by weight; `specs` is
+    # then the parts' envelope (every value a part can draw), which the honesty checks use
+    parts: tuple[tuple[Condition, float], ...] = ()
 
     def __post_init__(self) -> None:
         for key, spec in self.specs.items():
@@ -119,6 +126,10 @@ class Condition:
 
     def sample(self, rng: np.random.Generator, seed: int) -> InitialConditions:
         """Draw one start; `seed` is used unless the condition fixes or samples the seed."""
+        if self.parts:
+            weights = np.array([weight for _, weight in self.parts], dtype=float)
+            part = self.parts[int(rng.choice(len(self.parts), p=weights / weights.sum()))][0]
+            return part.sample(rng, seed)
         values: dict[str, Any] = {"seed": seed}
         for key in CONDITION_FIELDS:  # fixed order: draws do not depend on dict order
             if key in self.specs:
@@ -200,15 +211,58 @@ def load_conditions(version: str = CONDITIONS_VERSION) -> dict[str, Condition]:
     raw = json.loads(text)
     if raw.get("version") != version:
         raise ValueError(f"{version}.json declares version {raw.get('version')!r}")
-    return {
+    entries = raw["conditions"]
+    known = {
         name: Condition(
-            name,
-            entry["specs"],
-            entry.get("description", ""),
-            entry.get("held_out", False),
+            name, entry["specs"], entry.get("description", ""), entry.get("held_out", False)
         )
-        for name, entry in raw["conditions"].items()
+        for name, entry in entries.items()
+        if "mixture" not in entry
     }
+    for name, entry in entries.items():
+        if "mixture" in entry:
+            parts = tuple((known[part], float(w)) for part, w in entry["mixture"].items())
+            known[name] = mixture(name, parts, entry.get("description", ""))
+    return {name: known[name] for name in entries}
+
+
+def mixture(
+    name: str, parts: Sequence[tuple[Condition, float]], description: str = ""
+) -> Condition:
+    """A condition whose networks each draw a part by weight; held out if any part is.
+
+    ValueError for weights that are not positive and for parts whose specs of one field
+    cannot be joined into one spec (two kinds of range; a field that depends on the task's
+    defaults, set in some parts only).
+    """
+    if not parts or any(not is_finite_number(w) or w <= 0 for _, w in parts):
+        weights = [w for _, w in parts]
+        raise ValueError(f"mixture {name!r}: weights {weights}; allowed: finite numbers > 0")
+    envelope = {}
+    for key in CONDITION_FIELDS:
+        specs = [part.specs.get(key, FIXED_DEFAULTS.get(key)) for part, _ in parts]
+        if all(spec is None for spec in specs):
+            continue
+        envelope[key] = join_specs(specs, f"mixture {name!r}: {key}")
+    held_out = any(part.held_out for part, _ in parts)
+    return Condition(name, envelope, description, held_out, tuple(parts))
+
+
+def join_specs(specs: Sequence[Any], where: str) -> Any:
+    """One spec whose support holds every spec's: equal specs, the union of choices and
+    constants, or the hull of ranges of one kind and the numbers chosen beside them."""
+    if any(spec is None for spec in specs):
+        raise ValueError(f"{where}: set in some parts only; allowed: set in every part or none")
+    if all(spec == specs[0] for spec in specs):
+        return specs[0]
+    values = [v for spec in specs for v in support(spec)]
+    kinds = {next(iter(s)) for s in specs if isinstance(s, dict)} - {"choice"}
+    if not kinds:
+        return {"choice": list(dict.fromkeys(values))}
+    if len(kinds) == 1 and all(is_finite_number(v) for v in values):
+        return {kinds.pop(): [min(values), max(values)]}
+    raise ValueError(f"{where}: specs {list(specs)} cannot be joined; allowed: one kind of "
+                     "range, with numbers beside it, or choices and constants")  # fmt: skip
 
 
 def get_condition(name: str, version: str = CONDITIONS_VERSION) -> Condition:

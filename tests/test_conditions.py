@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from ganno_env import get_condition, get_task, load_conditions
-from ganno_env.conditions import CONDITION_FIELDS, Condition, held_out_conditions, in_support
+from ganno_env.conditions import (
+    CONDITION_FIELDS,
+    Condition,
+    held_out_conditions,
+    held_out_overlap,
+    in_support,
+    mixture,
+)
 
 REQUIRED_HELD_OUT = {
     "unseen_lr_low", "unseen_lr_high", "init_scale_small", "init_scale_large", "batch_small",
@@ -29,7 +36,9 @@ def training_value(field, sample):
     return defaults.get(field) if value is None else value
 
 
-TRAINING_CONDITIONS = ("train", "train_wide", "train_tasks", "train_depths")
+TRAINING_CONDITIONS = (
+    "train", "train_wide", "train_tasks", "train_depths", "train_hot", "train_wide_hot",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize("training", TRAINING_CONDITIONS)
@@ -85,3 +94,50 @@ def test_bad_specs_name_the_condition_and_field():
     assert set(CONDITION_FIELDS) == {
         "task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth", "seed"
     }  # fmt: skip
+
+
+def test_every_training_condition_is_named_in_the_honesty_tests():
+    trainable = {name for name, c in load_conditions().items() if not c.held_out}
+    assert trainable - {"default"} == set(TRAINING_CONDITIONS)
+
+
+def test_a_mixture_draws_its_parts_by_weight_and_its_specs_cover_them():
+    wide, hot = get_condition("train_wide"), get_condition("train_hot")
+    mixed = get_condition("train_wide_hot")
+    assert [(part.name, weight) for part, weight in mixed.parts] == [
+        ("train_wide", 3.0), ("train_hot", 1.0)
+    ]  # fmt: skip
+    draws = [mixed.sample(np.random.default_rng(s), s) for s in range(2000)]
+    assert draws == [mixed.sample(np.random.default_rng(s), s) for s in range(2000)]
+    in_hot = [all(in_support(hot.specs[k], getattr(d, k)) for k in hot.specs) for d in draws]
+    # train_hot's corner holds a quarter of the draws, train_wide alone puts ~0.4% there
+    assert 0.22 < np.mean(in_hot) < 0.28
+    for draw in draws:
+        for key, spec in mixed.specs.items():
+            assert in_support(spec, getattr(draw, key)), (key, draw)
+    assert mixed.specs == wide.specs  # train_hot lies inside train_wide
+    assert not held_out_overlap(mixed)
+
+
+def test_a_mixture_with_a_held_out_part_is_held_out_and_overlaps():
+    wide = get_condition("train_wide")
+    wider = Condition("wider_mine", {**wide.specs, "width": 256}, held_out=True)
+    mixed = mixture("leaky", [(wide, 1), (wider, 1)])
+    assert mixed.held_out
+    assert mixed.specs["width"] == {"choice": [32, 64, 128, 256]}
+    assert any("'wider'" in problem for problem in held_out_overlap(mixed))
+    lows = Condition("lows", {**wide.specs, "initial_lr": {"choice": [1e-6, 1e-5]}})
+    assert mixture("m", [(wide, 1), (lows, 1)]).specs["initial_lr"] == {
+        "log_uniform": [1e-6, 0.3]
+    }  # fmt: skip
+
+
+def test_a_mixture_names_bad_weights_and_parts_that_cannot_be_joined():
+    wide, tasks = get_condition("train_wide"), get_condition("train_tasks")
+    with pytest.raises(ValueError, match=r"mixture 'm': weights \[0\]; allowed: finite"):
+        mixture("m", [(wide, 0)])
+    with pytest.raises(ValueError, match="mixture 'm': task: set in some parts only"):
+        mixture("m", [(wide, 1), (tasks, 1)])
+    ranged = Condition("ranged", {"init_scale": {"uniform": [0.5, 1.0]}})
+    with pytest.raises(ValueError, match="mixture 'm': init_scale: .* cannot be joined"):
+        mixture("m", [(wide, 1), (ranged, 1)])
