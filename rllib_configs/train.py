@@ -234,6 +234,10 @@ def restore_newest_valid(algo: Algorithm, checkpoints: list[Path], log: Callable
     )
 
 
+class NoSamplesError(RuntimeError):
+    """An iteration sampled nothing: RLlib carries on when every env runner fails."""
+
+
 def summarise(result: dict[str, Any]) -> dict[str, float]:
     """The few numbers worth a line of progress, from RLlib's result dict."""
     runners = result.get("env_runners", {})
@@ -408,6 +412,13 @@ def _train_in(
                     f"{row['agent_steps_per_s']:>14.0f} {row['mean_return']:>8.3f} "
                     f"{row['eval_mean_return']:>8.3f}"
                 )
+                if row["agent_steps"] == 0:
+                    raise NoSamplesError(
+                        f"iteration {algo.iteration} sampled no agent steps: every env runner "
+                        "failed (RLlib restarts failed runners and trains on what the others "
+                        "sampled; their errors are in the log above). Stopped so that no "
+                        "policy trained on nothing is exported."
+                    )
                 if algo.iteration % preset.checkpoint_every == 0 and algo.iteration < stop:
                     save(algo, out)
                 if due(preset, algo.iteration, stop):

@@ -1,5 +1,6 @@
 """One run per training folder: what `--resume` continues, what `--overwrite` replaces,
-damaged checkpoints, the folder lock, the seed, and the CLI's one-line errors.
+damaged checkpoints, the folder lock, the seed, the CLI's one-line errors, and a run
+whose env runners all fail.
 
 Real RLlib runs with the smoke preset, in this process on the session's Ray
 (`ray_session`) or through the `ganno` CLI, which fails before starting Ray in the error
@@ -13,6 +14,7 @@ import pickle
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,9 @@ pytest.importorskip("ray")
 
 from ganno_env.folder_lock import FolderBusy, UsageError, folder_lock  # noqa: E402
 from ganno_env.policy import load_policy  # noqa: E402
-from rllib_configs.ppo import get_preset  # noqa: E402
-from rllib_configs.train import train  # noqa: E402
+from rllib_configs.env import GannoMultiAgentEnv  # noqa: E402
+from rllib_configs.ppo import build_config, get_preset  # noqa: E402
+from rllib_configs.train import NoSamplesError, _train_in, train  # noqa: E402
 
 BIN = Path(sys.executable).parent
 SMOKE = get_preset("smoke")
@@ -211,3 +214,27 @@ def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
     assert env_config["conditions"] == "train_depths" and env_config["agents_per_env"] == 12
     assert load_policy(out / "policy.pt").payload["extra"]["conditions"] == "train_depths"
+
+
+def test_a_run_whose_env_runners_all_fail_stops_without_a_policy(ray_session, tmp_path):
+    """RLlib restarts failed env runners and reports an iteration of 0 steps as a success;
+    `train` stops at the first such iteration instead of exporting an untrained policy."""
+
+    class FailingEnv(GannoMultiAgentEnv):  # local: Ray ships it to the runner by value
+        """The real env, but every step after its first raises (RLlib's env check takes
+        the first), as when every network's training blows up."""
+
+        steps = 0
+
+        def step(self, actions):
+            self.steps += 1
+            if self.steps > 1:
+                raise RuntimeError("this env fails at every step after its first")
+            return super().step(actions)
+
+    preset = replace(SMOKE, num_env_runners=1)
+    config = build_config(preset).environment(FailingEnv, env_config=preset.env_config)
+    with pytest.raises(NoSamplesError, match="iteration 1 sampled no agent steps"):
+        _train_in(tmp_path, config, [], preset, "shared", stop=3, log=quiet)
+    assert iterations(tmp_path) == [1]
+    assert not (tmp_path / "policy.pt").exists()
