@@ -238,3 +238,20 @@ def test_a_bad_training_conditions_file_is_one_line_per_problem_before_ray(tmp_p
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "held-out condition 'batch_small'" in err
     assert "Traceback" not in err and not out.exists()
+
+
+def test_the_constant_lr_diagnostic_suite_of_the_docs_runs(tmp_path):
+    """docs/suites/constant_lr.json (docs/results.md names the command): one network per
+    condition, each at its initial LR for the whole run."""
+    suite = Path(__file__).resolve().parent.parent / "docs" / "suites" / "constant_lr.json"
+    out = tmp_path / "bench"
+    assert bench("--suite", suite, "--controllers", "constant", "--seeds", 1, "--out", out) == 0
+    records = read_results(out / "results.jsonl")
+    assert sorted(r["condition"] for r in records) == [
+        "train_hot", "train_tasks", "train_wide", "unseen_lr_high"
+    ]  # fmt: skip
+    for record in records:
+        first = record["lr_schedule"][0]
+        assert all(lrs == first for lrs in record["lr_schedule"]), record["condition"]
+    high = next(r for r in records if r["condition"] == "unseen_lr_high")
+    assert min(abs(high["lr_schedule"][0][0] - lr) for lr in (1.0, 3.0)) < 1e-6
