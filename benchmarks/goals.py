@@ -3,7 +3,8 @@
 `python -m benchmarks.goals runs/main/bench/summary.json` prints, as markdown, the numbers
 that `docs/results.md` tracks for every policy: overall IQM test loss against the oracle's,
 divergences, the probability that GANNO beats bold driver and its own global ablation, the
-worst hand-made schedule on the held-out LR conditions, and one row per condition.
+worst hand-made schedule on the held-out LR conditions, whether goal 1 is met, and one row
+per condition.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 POLICIES = ("ganno", "ganno_global")
 ORACLES = ("oracle_grid", "oracle")
 LR_CONDITIONS = ("unseen_lr_high", "unseen_lr_low")
+HIGH_LR_P = 0.9  # goal 1: P(ganno better) against each hand-made schedule at LR 1 and 3
 
 
 def _iqm(metrics: dict[str, Any] | None) -> float:
@@ -69,6 +71,7 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
             f"{per_condition[cond]['ganno']['diverged']}; lowest P(ganno better) vs hand-made: "
             f"{worst} {_ci(chances[worst])}; lowest CI bound: {lowest} {chances[lowest][1]:.2f}"
         )
+    lines.append(goal_1(summary))
     lines += [
         "",
         "| condition | ganno | ganno_global | bold_driver | oracle | P(> bold) | P(> global) |",
@@ -83,6 +86,29 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
             f"{_point(_chance(poi, 'ganno_global', cond))} |"
         )
     return lines
+
+
+def goal_1(summary: dict[str, Any]) -> str:
+    """Goal 1, met or missed and why: no network lost at the held-out LRs; on
+    `unseen_lr_high` P(ganno better) >= 0.9 against every hand-made schedule with the
+    interval's lower bound above 0.5; on `unseen_lr_low` P = 1.0 against every one."""
+    per_condition, poi = summary["per_condition"], summary["probability_of_improvement"]
+    missing = [cond for cond in LR_CONDITIONS if cond not in per_condition]
+    if missing:
+        return f"- goal 1: not measured ({', '.join(missing)} not in the summary)"
+    hand_made = [c for c in summary["controllers"] if c not in POLICIES + ORACLES]
+    reasons = []
+    for cond in LR_CONDITIONS:
+        lost = per_condition[cond]["ganno"]["diverged"]
+        if lost:
+            reasons.append(f"{cond}: {lost} diverged")
+        for base in hand_made:
+            point, low, high = poi[base]["per_condition"][cond]
+            if cond == "unseen_lr_high" and (point < HIGH_LR_P or low <= 0.5):
+                reasons.append(f"{cond}: P {point:.2f} [{low:.2f}, {high:.2f}] against {base}")
+            if cond == "unseen_lr_low" and point < 1.0:
+                reasons.append(f"{cond}: P {point:.2f} against {base}")
+    return "- goal 1: met" if not reasons else f"- goal 1: missed ({'; '.join(reasons)})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

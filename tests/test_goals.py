@@ -5,7 +5,7 @@ import json
 import pytest
 from test_report import CONDITIONS, SEEDS, make_records, make_suite, record, write
 
-from benchmarks.goals import ORACLES, goal_lines, main
+from benchmarks.goals import ORACLES, goal_1, goal_lines, main
 from benchmarks.report import build_report
 
 
@@ -44,3 +44,31 @@ def test_a_summary_without_ganno_is_refused(tmp_path, summary, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(path)])
     assert exit_info.value.code == 2 and "no ganno results" in capsys.readouterr().err
+
+
+def with_lr_conditions(summary, lost=0, controllers=None):
+    """The summary with its `easy` condition standing in for both held-out LR conditions
+    (on `easy`, lars beats ganno on every run and ganno beats every other schedule)."""
+    out = json.loads(json.dumps(summary))
+    for cond in ("unseen_lr_high", "unseen_lr_low"):
+        out["per_condition"][cond] = json.loads(json.dumps(out["per_condition"]["easy"]))
+        out["per_condition"][cond]["ganno"]["diverged"] = lost
+        for entry in out["probability_of_improvement"].values():
+            entry["per_condition"][cond] = entry["per_condition"]["easy"]
+    if controllers is not None:
+        out["controllers"] = controllers
+    return out
+
+
+def test_goal_1_names_what_misses_it(summary):
+    assert goal_1(summary) == (
+        "- goal 1: not measured (unseen_lr_high, unseen_lr_low not in the summary)"
+    )
+    missed = goal_1(with_lr_conditions(summary, lost=2))
+    assert missed.startswith("- goal 1: missed (unseen_lr_high: 2 diverged; ")
+    assert "unseen_lr_high: P 0.00 [0.00, 0.00] against lars" in missed
+    assert "unseen_lr_low: P 0.00 against lars" in missed
+    assert "cosine" not in missed and "bold_driver" not in missed  # ganno beats them
+    without_lars = [c for c in summary["controllers"] if c != "lars"]
+    assert goal_1(with_lr_conditions(summary, controllers=without_lars)) == "- goal 1: met"
+    assert "- goal 1: met" in goal_lines(with_lr_conditions(summary, controllers=without_lars))
