@@ -127,16 +127,17 @@ class Suite:
 
     def content_hash(self) -> str:
         """Hash of what the suite's runs are made from: version, task, env settings and each
-        condition's specs (and episode settings), so an edited suite or condition
-        invalidates old results. Seeds and oracle LRs are part of each result's own key, and
-        the name, description and report settings change no result, so they are left out.
+        condition's content (its specs, or a mixture's parts and weights) and episode
+        settings, so an edited suite or condition invalidates old results. Seeds and oracle
+        LRs are part of each result's own key, and the name, description and report
+        settings change no result, so they are left out.
         """
         content = {
             "version": self.version,
             "conditions_version": self.conditions_version,
             "task": self.task,
             "env": _without_data_dir(self.env),
-            "conditions": {name: dict(self.condition(name).specs) for name in self.conditions},
+            "conditions": {name: self.condition(name).content() for name in self.conditions},
         }
         # where the data files lie changes no result: data_dir is left out
         envs = {name: _without_data_dir(self.condition_env[name]) for name in self.conditions

@@ -136,6 +136,13 @@ class Condition:
                 values[key] = draw(self.specs[key], rng)
         return make_conditions(values, f"condition {self.name!r}")
 
+    def content(self) -> dict[str, Any]:
+        """What its draws are made from: the specs, or a mixture's parts and weights (the
+        envelope alone would hide them). Result keys hash it, so an edit reruns the runs."""
+        if not self.parts:
+            return dict(self.specs)
+        return {"mixture": [[part.content(), weight] for part, weight in self.parts]}
+
     def values_of(self, key: str) -> list[Any]:
         """The values (or the [lo, hi] range) a field can take; [] if not set."""
         return support(self.specs[key]) if key in self.specs else []

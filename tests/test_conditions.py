@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from benchmarks.suites import parse_suite
 from ganno_env import get_condition, get_task, load_conditions
 from ganno_env.conditions import (
     CONDITION_FIELDS,
@@ -141,3 +142,16 @@ def test_a_mixture_names_bad_weights_and_parts_that_cannot_be_joined():
     ranged = Condition("ranged", {"init_scale": {"uniform": [0.5, 1.0]}})
     with pytest.raises(ValueError, match="mixture 'm': init_scale: .* cannot be joined"):
         mixture("m", [(wide, 1), (ranged, 1)])
+
+
+def test_a_mixtures_content_names_its_parts_and_weights_and_a_suite_hash_sees_them():
+    wide, hot = get_condition("train_wide"), get_condition("train_hot")
+    assert wide.content() == dict(wide.specs)
+    mixed = get_condition("train_wide_hot")
+    assert mixed.content() == {"mixture": [[wide.content(), 3.0], [hot.content(), 1.0]]}
+    other_weights = mixture("train_wide_hot", [(wide, 1), (hot, 1)])
+    assert other_weights.specs == mixed.specs and other_weights.content() != mixed.content()
+    # its envelope equals train_wide's specs: the suite hash must still tell them apart
+    suites = [parse_suite({"version": "v", "conditions": [name]}, "s")
+              for name in ("train_wide", "train_wide_hot")]  # fmt: skip
+    assert suites[0].content_hash() != suites[1].content_hash()
