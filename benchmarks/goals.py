@@ -41,6 +41,11 @@ def _chance(poi: dict[str, Any], base: str, cond: str | None = None) -> list[flo
     return entry["overall"] if cond is None else entry["per_condition"].get(cond)
 
 
+def _hand_made(summary: dict[str, Any]) -> list[str]:
+    """The summary's hand-made schedules: every controller but the policies and oracles."""
+    return [c for c in summary["controllers"] if c not in POLICIES + ORACLES]
+
+
 def _point(triple: Sequence[float] | None) -> str:
     return f"{triple[0]:.2f}" if triple else "-"
 
@@ -50,7 +55,7 @@ def goal_lines(summary: dict[str, Any]) -> list[str]:
     overall, per_condition = summary["overall"], summary["per_condition"]
     poi = summary["probability_of_improvement"]
     oracle = next((o for o in ORACLES if o in overall), None)
-    hand_made = [c for c in summary["controllers"] if c not in POLICIES + ORACLES]
+    hand_made = _hand_made(summary)
     ganno, oracle_iqm = _iqm(overall.get("ganno")), _iqm(overall.get(oracle))
     lines = [
         f"- overall IQM test loss: ganno {ganno:.3f}, oracle {oracle_iqm:.3f} "
@@ -96,7 +101,7 @@ def goal_1(summary: dict[str, Any]) -> str:
     missing = [cond for cond in LR_CONDITIONS if cond not in per_condition]
     if missing:
         return f"- goal 1: not measured ({', '.join(missing)} not in the summary)"
-    hand_made = [c for c in summary["controllers"] if c not in POLICIES + ORACLES]
+    hand_made = _hand_made(summary)
     reasons = []
     for cond in LR_CONDITIONS:
         lost = per_condition[cond]["ganno"]["diverged"]

@@ -371,9 +371,8 @@ def held_out_overlap(condition: Condition, task: str = "digits_mlp") -> list[str
 
     def default(key: str, task_name: str) -> Any:
         t = get_task(task_name)
-        defaults = {"task": t.name, "initial_lr": DEFAULT_INITIAL_LR, "init_scale": 1.0,
-                    "grad_scale": 1.0, "batch_size": t.batch_size, "width": t.width,
-                    "depth": t.depth}  # fmt: skip
+        defaults = {**FIXED_DEFAULTS, "task": t.name, "batch_size": t.batch_size,
+                    "width": t.width, "depth": t.depth}  # fmt: skip
         return defaults[key]
 
     problems = []
