@@ -48,6 +48,13 @@ def _names(text: str) -> list[str]:
     return names
 
 
+def _positive_float(text: str) -> float:
+    values = _floats(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one positive, finite number")
+    return values[0]
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 1")
@@ -166,6 +173,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["controls"] = list(args.controls)
     if args.agents_per_env is not None:
         env_config["agents_per_env"] = args.agents_per_env
+    if args.max_step_ratio is not None:
+        env_config["max_step_ratio"] = args.max_step_ratio
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -349,6 +358,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="the knobs agents set, comma-separated, the LR first: lr (default), "
         "lr,momentum, lr,weight_decay",
+    )
+    train.add_argument(
+        "--max-step-ratio",
+        type=_positive_float,
+        default=None,
+        help="safety net: no layer's LR above the one whose SGD step changes its weights by "
+        "this fraction (default: the preset's, none)",
     )
     train.add_argument(
         "--validate-every",

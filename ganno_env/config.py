@@ -57,6 +57,7 @@ class EnvConfig:
     features_version: int = FEATURES_VERSION
     controls: Sequence[str] = ("lr",)
     weight_decay: float = 0.0
+    max_step_ratio: float | None = None
 
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
@@ -102,6 +103,11 @@ class EnvConfig:
             raise ValueError(f"momentum={self.momentum!r}; allowed: a number in [0, 1)")
         if not _number(self.weight_decay) or not self.weight_decay >= 0.0:
             raise ValueError(f"weight_decay={self.weight_decay!r}; allowed: a number >= 0")
+        if self.max_step_ratio is not None and not _positive(self.max_step_ratio):
+            raise ValueError(
+                f"max_step_ratio={self.max_step_ratio!r}; allowed: None (no ceiling) or a "
+                "finite number > 0"
+            )
         if self.initial_lr is not None:
             check_condition_values({"initial_lr": self.initial_lr}, "initial_lr")
         check_device(self.device)

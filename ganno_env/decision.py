@@ -55,12 +55,17 @@ class DecisionCore:
     `features_version` (the observation feature set the agents read, `FEATURE_SETS`) and
     `controls`, the knobs the agents set (`ganno_env.knobs`; the LR first, whose factors
     and bounds are `lr_factors` and `lr_bounds`), with `knob_settings` the factors and
-    bounds of the others where they are not the knobs' own.
+    bounds of the others where they are not the knobs' own. `max_step_ratio` (None: off)
+    is a safety net: no layer's LR in force exceeds the LR at which one SGD step would
+    change its weights by that fraction (`lr * grad_rms / weight_rms`, the step ratio
+    feature, from the latest statistics), so a step larger than any seen in training
+    cannot be taken whatever the agents ask.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
     `val_loss`, `train_loss` [N] (capped, finite); `diverged` [N]; `feature_reference`;
-    `observations` [N, L, F], the latest; `decisions`, the actions applied so far.
+    `observations` [N, L, F], the latest; `lr_ceiling` [N, L], the highest LR the safety
+    net allows now (inf when off); `decisions`, the actions applied so far.
     `state_dict` / `load_state_dict` save and restore it.
     """
 
@@ -74,6 +79,7 @@ class DecisionCore:
         features_version: int = FEATURES_VERSION,
         controls: Sequence[str] = ("lr",),
         knob_settings: Mapping[str, Mapping[str, Any]] | None = None,
+        max_step_ratio: float | None = None,
     ):
         feature_set(features_version)  # ValueError naming the known versions
         self.features_version = int(features_version)
@@ -86,6 +92,7 @@ class DecisionCore:
         self.lr_bounds = (float(low), float(high))
         self.divergence_factor = float(divergence_factor)
         self.max_cycles = int(max_cycles)
+        self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -96,6 +103,7 @@ class DecisionCore:
         self.diverged: np.ndarray | None = None
         self.feature_reference: FeatureReference | None = None
         self.observations: np.ndarray | None = None
+        self.lr_ceiling: np.ndarray | None = None
 
     @property
     def lrs(self) -> np.ndarray | None:
@@ -144,6 +152,8 @@ class DecisionCore:
         the LR's column."""
         if "values" not in state and "lrs" in state:
             state = {**state, **{new: _column(state[old]) for old, new in _OLD_NAMES.items()}}
+        if "lr_ceiling" not in state and "values" in state:  # saved before the safety net
+            state = {**state, "lr_ceiling": _no_ceiling(state["values"])}
         missing = sorted({"decisions", "feature_reference", *_STATE_ARRAYS} - set(state))
         if missing:
             raise ValueError(f"decision state lacks {missing}; pass what state_dict() returned")
@@ -188,6 +198,7 @@ class DecisionCore:
         self.train_loss = self.safe(train_loss)
         self.diverged = np.zeros(len(val_loss), dtype=bool)
         self.feature_reference = FeatureReference.at_start(self.lrs, stats)
+        self.lr_ceiling = self._ceiling(stats)
         ones = np.ones(len(val_loss))
         return self._observe(stats, ones, 0 * ones)
 
@@ -208,6 +219,7 @@ class DecisionCore:
         previous, self.val_loss = self.val_loss, capped
         self.train_loss = np.where(live, self.safe(train_loss), self.train_loss)
         self.diverged |= diverged_now
+        self.lr_ceiling = np.where(live[:, None], self._ceiling(stats), self.lr_ceiling)
         observations = self._observe(
             stats, self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous)
         )
@@ -266,6 +278,8 @@ class DecisionCore:
         )
         # values of unchanged coordinates stay bit for bit (1 - (1 - m) may round)
         new_values = np.where(clipped == current, self.values, new_values)
+        # the safety net holds every LR in force under its ceiling, a kept one too
+        new_values[..., 0] = np.minimum(new_values[..., 0], self.lr_ceiling)
         live = self._live(live)[:, None, None]
         self.last_log_factors = np.log(requested / current)
         self.values = np.where(live, new_values, self.values)
@@ -273,6 +287,18 @@ class DecisionCore:
         return self.lrs
 
     # ------------------------------------------------------ caps and safe values
+    def _ceiling(self, stats: LayerStats) -> np.ndarray:
+        """The highest LR [N, L] the safety net allows after these statistics: the LR whose
+        step ratio is `max_step_ratio`, never below the lower LR bound; inf when off."""
+        weight_rms = _array(stats.weight_rms).astype(np.float64)
+        grad_rms = _array(stats.grad_rms).astype(np.float64)
+        if self.max_step_ratio is None:
+            return np.full(weight_rms.shape, np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ceiling = self.max_step_ratio * weight_rms / grad_rms
+        ceiling = np.where(np.isfinite(ceiling), ceiling, np.inf)  # no gradient: no ceiling
+        return np.maximum(ceiling, self.lr_bounds[0])
+
     def safe(self, losses: Any) -> np.ndarray:
         """Losses [N] for features, rewards and infos: non-finite or huge ones become the cap."""
         losses = np.asarray(losses, dtype=np.float64)
@@ -291,6 +317,7 @@ _STATE_ARRAYS = (
     "train_loss",
     "diverged",
     "observations",
+    "lr_ceiling",
 )
 _REFERENCE_ARRAYS = ("lrs", "weight_rms", "grad_rms")
 _OLD_NAMES = {"lrs": "values", "last_log_factor": "last_log_factors"}  # before knobs
@@ -299,6 +326,11 @@ _OLD_NAMES = {"lrs": "values", "last_log_factor": "last_log_factors"}  # before 
 def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
     """An LR-only state array [N, L] as the knob arrays [N, L, 1]."""
     return None if tensor is None else tensor[..., None]
+
+
+def _no_ceiling(values: torch.Tensor | None) -> torch.Tensor | None:
+    """`lr_ceiling` for a state saved before the safety net: inf for every layer."""
+    return None if values is None else torch.full(values.shape[:2], float("inf"))
 
 
 def _tensor(array: np.ndarray | None) -> torch.Tensor | None:

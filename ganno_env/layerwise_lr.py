@@ -105,7 +105,8 @@ diverged network). All values are finite.
 max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
-val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0)``
+val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0,
+max_step_ratio=None)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -139,6 +140,10 @@ val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_d
 * `features_version`: the observation feature set, 2 (default, this env, `layerwise_lr_v1`)
   or 1 (`layerwise_lr_v0`, whose factory functions set it); it also names the env's
   version (`metadata["name"]`). ValueError for any other.
+* `max_step_ratio`: a safety net, None (default) for none. Each layer's LR in force stays at
+  or below the LR whose step ratio (`lr * grad_rms / weight_rms`, feature 2, from the latest
+  statistics: at reset the probe's) is this number, whatever the agents ask; the lower LR
+  bound still holds. A policy trained with it records it, and runs only where it is set.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
@@ -310,6 +315,7 @@ class LayerwiseLREnv(ParallelEnv):
             self.config.max_cycles,
             self.config.features_version,
             self.config.controls,
+            max_step_ratio=self.config.max_step_ratio,
         )
         self.knobs = get_knobs(self.config.controls)
         obs_low, obs_high = observation_bounds(self.config.features_version, self.config.controls)

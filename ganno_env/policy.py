@@ -211,6 +211,8 @@ class PolicyController(Controller):
             "lr_factors": tuple(float(f) for f in self.payload["lr_factors"]),
             "lr_bounds": tuple(float(b) for b in self.payload["lr_bounds"]),
             "features_version": self.features_version,
+            # the safety net's ceiling changes which LR an action ends at (None: off)
+            "max_step_ratio": recorded_setting(self.payload, "max_step_ratio"),
         }
         if len(self.controls) > 1:
             needed["controls"] = tuple(c.name for c in self.controls)

@@ -27,6 +27,8 @@ from ganno_env import layerwise_lr_v1
         ({"render_mode": "rgb_array"}, ["render_mode", "ansi"]),
         ({"optimizer": "rmsprop"}, ["optimizer", "sgd", "adam"]),
         ({"momentum": 1.0}, ["momentum", "[0, 1)"]),
+        ({"max_step_ratio": 0.0}, ["max_step_ratio", "0.0", "None", "> 0"]),
+        ({"max_step_ratio": float("inf")}, ["max_step_ratio", "finite"]),
         ({"conditions": "unseen"}, ["conditions", "'unseen'", "train"]),
         ({"conditions": {"depth": -1}}, ["depth", ">= 0"]),
         ({"conditions": {"colour": 1}}, ["colour", "initial_lr"]),
@@ -90,6 +92,7 @@ config_values = {
     "optimizer": st.one_of(st.sampled_from(["sgd", "adam"]), anything),
     "momentum": st.one_of(st.floats(-1, 2), anything),
     "val_limit": st.one_of(st.integers(-1, 100), anything),
+    "max_step_ratio": st.one_of(st.floats(-1, 2), anything),
 }
 
 

@@ -72,3 +72,40 @@ def test_a_diverging_network_is_capped_and_reported_once():
     kept = core.measure(stats, [7.0, 1.0], [7.0, 1.0], live)
     np.testing.assert_array_equal(kept.val_loss, [20.0, 1.0])
     assert np.isfinite(kept.observations).all()
+
+
+def _stats(weight_rms, grad_rms):
+    zeros = torch.zeros_like(torch.as_tensor(weight_rms))
+    return LayerStats(torch.as_tensor(weight_rms), torch.as_tensor(grad_rms), zeros, zeros, zeros)
+
+
+def test_the_safety_net_holds_every_lr_in_force_under_its_ceiling():
+    core = DecisionCore("discrete", (0.5, 1.0, 4.0), (1e-4, 10.0), 10.0, 4, max_step_ratio=0.1)
+    # ceilings 0.1 x weight RMS / gradient RMS: 0.2, 0.4, 1e8 (no gradient to speak of), 1e-5
+    probe = _stats([[1.0, 2.0, 1.0, 1.0]], [[0.5, 0.5, 1e-9, 1e4]])
+    core.start(np.full((1, 4), 1.0), probe, [2.0], [2.0])
+    np.testing.assert_allclose(core.lr_ceiling, [[0.2, 0.4, 1e8, 1e-4]])  # never below 1e-4
+
+    # a kept LR is held under the ceiling too; below it the factors act as without the net
+    lrs = core.apply_actions({(0, 0): 1, (0, 1): 0, (0, 2): 2, (0, 3): 1})
+    np.testing.assert_allclose(lrs, [[0.2, 0.4, 4.0, 1e-4]])
+    np.testing.assert_allclose(core.last_log_factor, [[0.0, np.log(0.5), np.log(4.0), 0.0]])
+
+    # the ceiling follows the latest statistics: smaller gradients allow larger LRs
+    core.measure(_stats([[1.0, 2.0, 1.0, 1.0]], [[0.01, 0.5, 1e-9, 1e4]]), [1.0], [1.0])
+    lrs = core.apply_actions({(0, 0): 2, (0, 1): 2, (0, 2): 2, (0, 3): 2})
+    np.testing.assert_allclose(lrs, [[0.8, 0.4, 10.0, 1e-4]])
+
+    off = DecisionCore("discrete", (0.5, 1.0, 4.0), (1e-4, 10.0), 10.0, 4)
+    off.start(np.full((1, 4), 1.0), probe, [2.0], [2.0])
+    np.testing.assert_array_equal(off.apply_actions({(0, 0): 1, (0, 3): 2}), [[1, 1, 1, 4]])
+
+
+def test_a_state_saved_before_the_safety_net_loads_without_a_ceiling():
+    core = DecisionCore("discrete", (0.5, 1.0, 2.0), (1e-4, 1.0), 10.0, 4, max_step_ratio=0.1)
+    core.start(np.full((2, 3), 0.5), _stats(torch.ones(2, 3), torch.ones(2, 3)), [1, 1], [1, 1])
+    state = core.state_dict()
+    np.testing.assert_allclose(state["lr_ceiling"].numpy(), 0.1)
+    del state["lr_ceiling"]
+    core.load_state_dict(state)
+    assert core.lr_ceiling.shape == (2, 3) and np.isinf(core.lr_ceiling).all()

@@ -5,6 +5,8 @@ Speed itself is measured by running the script on a quiet machine, never asserte
 
 import json
 
+import numpy as np
+
 import pytest
 
 from benchmarks import perf_env
@@ -82,3 +84,27 @@ def test_round_robin_times_every_configuration_in_turn():
     times = round_robin(["a", "b"], 2, seconds)
     assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1)]
     assert times == {"a": [1.0, 3.0], "b": [2.0, 4.0]}
+
+
+def test_step_ratios_probes_training_conditions_only(capsys):
+    from benchmarks import step_ratios
+
+    ratios = step_ratios.probe_step_ratios("train_wide", resets=2, population=3)
+    assert ratios.shape == (6, 4) and (ratios > 0).all()
+    # the ratio is the step-ratio feature's (log10, clipped at 0)
+    env = step_ratios.LayerwiseLREnv(conditions="train_wide", population=3)
+    observations, _ = env.reset(seed=3)
+    feature = np.array([observations[f"net{i}_layer{j}"][1] for i in range(3)
+                        for j in range(4)]).reshape(3, 4)  # fmt: skip
+    np.testing.assert_allclose(feature, np.minimum(np.log10(ratios[3:]), 0.0), rtol=1e-5)
+
+    step_ratios.main(["--resets", "2", "--population", "3"])
+    printed = capsys.readouterr().out
+    assert "6 networks" in printed and f"{ratios.max():.4g}" in printed
+    with pytest.raises(ValueError, match="'unseen_lr_high' is held out"):
+        step_ratios.probe_step_ratios("unseen_lr_high", 1, 1)
+    with pytest.raises(ValueError, match="held-out seeds"):
+        step_ratios.probe_step_ratios("train_wide", 1_000_001, 1)
+    assert [step_ratios.round_up(v) for v in (0.3279, 0.33, 1.0, 0.001234)] == [
+        0.33, 0.33, 1.0, 0.0013,
+    ]  # fmt: skip

@@ -52,13 +52,33 @@ OPTIMIZERS = {
 def test_same_decisions_and_losses_as_the_env(policy_path, name):
     lr, env_kwargs, make_optimizer = OPTIMIZERS[name]
     records, model, batches, data = run_env(policy_path, lr, **env_kwargs)
+    optimizer = make_optimizer(model.parameters(), lr)
+    lrs = assert_replays_the_env(policy_path, optimizer, records, model, batches, data)
+    assert len(np.unique(lrs.round(12))) > 4, "actions must vary for this test to mean much"
+    assert any(len(set(row)) > 1 for row in lrs.round(12)), "layers must get different LRs"
+
+
+def test_same_decisions_and_losses_as_the_env_under_the_safety_net(tmp_path):
+    ratio = 2e-3  # small enough to hold some LRs under their ceiling in this run
+    policy_path = random_policy(tmp_path / "net.pt", extra={"max_step_ratio": ratio})
+    records, model, batches, data = run_env(policy_path, max_step_ratio=ratio)
+    free, *_ = run_env(random_policy(tmp_path / "free.pt"))
+    assert [r["lrs"] for r in records] != [r["lrs"] for r in free], "the net must bind here"
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(policy_path, optimizer, records, model, batches, data)
+    with pytest.raises(ValueError, match="max_step_ratio=None.*max_step_ratio=0.002"):
+        run_env(policy_path)  # its actions end at other LRs without the net
+
+
+def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
+    """A scheduler on an ordinary loop over the env's minibatches observes, decides and
+    loses exactly what the env did; returns its LRs [decision, layer]."""
     x_train, y_train, x_val, y_val = data
     assert len(batches) == INTERVAL * CYCLES
 
     def val_loss():
         return F.cross_entropy(model(x_val), y_val).item()
 
-    optimizer = make_optimizer(model.parameters(), lr)
     scheduler = GannoScheduler(
         optimizer, model, policy_path, interval=INTERVAL, val_loss_fn=val_loss, max_cycles=CYCLES
     )
@@ -74,10 +94,9 @@ def test_same_decisions_and_losses_as_the_env(policy_path, name):
         np.testing.assert_allclose(history[t]["val_loss"], records[t]["val_loss"], rtol=1e-5)
     np.testing.assert_allclose(val_loss(), records[-1]["val_loss"], rtol=1e-5)
     lrs = np.array([h["lrs"] for h in history])
-    assert len(np.unique(lrs.round(12))) > 4, "actions must vary for this test to mean much"
-    assert any(len(set(row)) > 1 for row in lrs.round(12)), "layers must get different LRs"
     for j, group in enumerate(optimizer.param_groups):
         assert group["lr"] == pytest.approx(lrs[-1, j])
+    return lrs
 
 
 def test_first_decision_happens_before_the_first_update(policy_path):
