@@ -6,7 +6,6 @@ Speed itself is measured by running the script on a quiet machine, never asserte
 import json
 
 import numpy as np
-
 import pytest
 
 from benchmarks import perf_env
