@@ -4,11 +4,12 @@ Work is cut into units: one controller on one condition for the seeds that share
 shape, trained as one population. Each finished unit appends one JSON line per run to
 `results.jsonl`. A line's key names the run (condition, controller, seed, variant) and every
 input that can change its result (`INPUT_FIELDS`: content hashes of the suite, the
-controller's parameters, the policy file and the env settings, plus the env and features
-versions). A rerun skips the keys already there, so an interrupted run resumes without
-repeating or losing a run (a line cut off by a kill is ignored), and a changed input (a new
-policy.pt, an edited suite, other env settings) recomputes exactly the runs it affects; the
-old lines stay in the file, and the report ignores them.
+controller's parameters, the policy file, the env settings and the package's source code,
+plus the env and features versions). A rerun skips the keys already there, so an
+interrupted run resumes without repeating or losing a run (a line cut off by a kill is
+ignored), and a changed input (a new policy.pt, an edited suite, other env settings, other
+package code) recomputes exactly the runs it affects; the old lines stay in the file, and
+the report ignores them.
 
 Units run in `workers` processes, or as Ray tasks when an address is given. Workers leave
 Ctrl-C to the runner, which stops them at once, and they exit when the runner dies, also by
@@ -28,6 +29,7 @@ message; the report lists them.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import math
 import os
@@ -45,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+import ganno_env
 from benchmarks.suites import Suite, digest
 from ganno_env.conditions import DEFAULT_INITIAL_LR, check_lrs_in_bounds
 from ganno_env.config import ENV_DEFAULTS
@@ -74,6 +77,7 @@ INPUT_FIELDS = (
     "env_hash",
     "env_version",
     "features_version",
+    "code_hash",
 )
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -127,6 +131,22 @@ def file_hash(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()[:16]
+
+
+@functools.cache
+def code_hash(root: str | os.PathLike | None = None) -> str:
+    """sha256 of the package's source, every `ganno_env/**/*.py` by path and content (first
+    16 hex digits; `root`: another package folder).
+
+    A result computed by other code is stale, also where a change to the engine's numbers
+    forgot to bump the env version. Any edit of the package recomputes, a conservative
+    choice: a benchmark result is cheap next to a wrong one.
+    """
+    root = Path(root) if root is not None else Path(ganno_env.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -206,6 +226,7 @@ def run_inputs(
             "env_hash": digest(settings),
             "env_version": env_version(features_version, settings.get("controls", ("lr",))),
             "features_version": features_version,
+            "code_hash": code_hash(),
         }
     return inputs
 

@@ -24,7 +24,7 @@ from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import MAPPINGS, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
-from rllib_configs import PRESET_NAMES
+from rllib_configs import PRESET_NAMES, NoSamplesError
 
 DEFAULT_CONTROLLERS = ("constant", "step_decay", "cosine", "warmup_cosine", "bold_driver", "lars")
 DEFAULT_LRS = (1e-4, 1e-2, 0.3)
@@ -418,8 +418,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a `ganno` command. A user mistake is one line on stderr and exit status 2, an
-    interruption exit status 130; neither prints a traceback.
+    """Run a `ganno` command. A user mistake is one line on stderr and exit status 2, a
+    training run whose env runners all failed (`NoSamplesError`) one line and exit status 1,
+    an interruption exit status 130; none prints a traceback.
 
     Interrupted on the command line (`argv` None), the process ends as soon as the command
     has cleaned up and the exit handlers have run: Python's module teardown after torch takes
@@ -433,6 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in lines:  # a file's problems one per line, any other error on one line
             print(f"ganno: error: {' '.join(line.split())}", file=sys.stderr)
         code = 2
+    except NoSamplesError as error:  # the env runners' own errors are in the log above
+        print(f"ganno: error: {' '.join(str(error).split())}", file=sys.stderr)
+        code = 1
     except KeyboardInterrupt:
         print("ganno: interrupted", file=sys.stderr)
         code = 130

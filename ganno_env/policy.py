@@ -128,7 +128,8 @@ def export_policy(
     The env and features versions are those of `env_config` (its `features_version`,
     default the current one, and its `controls`), so the file names the observations its
     weights read. A policy that sets knobs besides the LR also records them (`controls`)
-    and their factors and bounds (`knobs`).
+    and their factors and bounds (`knobs`), one trained under the safety net its ceiling
+    (`max_step_ratio`).
     """
     first = next(iter(nets.values()))
     features_version = env_config.get("features_version", FEATURES_VERSION)
@@ -163,6 +164,8 @@ def export_policy(
     if len(controls) > 1:  # LR-only files stay as they were
         payload["controls"] = list(controls)
         payload["knobs"] = control_settings(make_controls(controls, lr_factors, lr_bounds))
+    if env_config.get("max_step_ratio") is not None:  # files without the safety net as before
+        payload["max_step_ratio"] = float(env_config["max_step_ratio"])
     torch.save(payload, path)
 
 
@@ -212,7 +215,7 @@ class PolicyController(Controller):
             "lr_bounds": tuple(float(b) for b in self.payload["lr_bounds"]),
             "features_version": self.features_version,
             # the safety net's ceiling changes which LR an action ends at (None: off)
-            "max_step_ratio": recorded_setting(self.payload, "max_step_ratio"),
+            "max_step_ratio": self.payload.get("max_step_ratio"),
         }
         if len(self.controls) > 1:
             needed["controls"] = tuple(c.name for c in self.controls)

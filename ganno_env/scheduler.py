@@ -170,7 +170,7 @@ class GannoScheduler:
             self.controller.features_version,  # what the policy reads: its env version's
             [control.name for control in self.controller.controls],
             payload.get("knobs"),
-            recorded_setting(payload, "max_step_ratio"),
+            payload.get("max_step_ratio"),
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer

@@ -3,3 +3,9 @@ module, the presets and the training loop. The submodules import Ray; this packa
 does not, so the CLI can list the preset names without it."""
 
 PRESET_NAMES = ("smoke", "local", "full", "cluster_gpu")  # one function each in ppo.py
+
+
+class NoSamplesError(RuntimeError):
+    """An iteration sampled nothing: RLlib carries on when every env runner fails.
+
+    Defined here, without Ray, so that `ganno` can report it in one line."""

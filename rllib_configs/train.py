@@ -40,6 +40,7 @@ from ganno_env.config import ENV_DEFAULTS
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import PolicyNet, export_policy
 from ganno_env.validation import check_networks
+from rllib_configs import NoSamplesError
 from rllib_configs.ppo import Preset, build_config
 from rllib_configs.selection import (
     CANDIDATES,
@@ -232,10 +233,6 @@ def restore_newest_valid(algo: Algorithm, checkpoints: list[Path], log: Callable
         f"--resume: no checkpoint in {checkpoints[0].parent} loads (newest: {failed[0][1]}); "
         "start over with --overwrite"
     )
-
-
-class NoSamplesError(RuntimeError):
-    """An iteration sampled nothing: RLlib carries on when every env runner fails."""
 
 
 def summarise(result: dict[str, Any]) -> dict[str, float]:

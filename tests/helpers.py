@@ -10,7 +10,9 @@ from ganno_env.features import FEATURES
 from ganno_env.policy import PolicyNet, export_policy, load_policy
 
 
-def random_policy(path, mapping="shared", modules=("shared",), seed=0, scale=300.0, extra=None):
+def random_policy(
+    path, mapping="shared", modules=("shared",), seed=0, scale=300.0, extra=None, env_config=None
+):
     """A policy file with random weights whose actions differ between layers and decisions."""
     torch.manual_seed(seed)
     nets = {}
@@ -19,7 +21,7 @@ def random_policy(path, mapping="shared", modules=("shared",), seed=0, scale=300
         with torch.no_grad():
             net.pi[-1].weight.mul_(scale)  # undo PolicyNet's near-uniform start
         nets[name] = net
-    export_policy(path, nets, mapping, {}, extra)
+    export_policy(path, nets, mapping, env_config or {}, extra)
     return Path(path)
 
 

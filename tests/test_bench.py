@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import runner
 from benchmarks.report import build_report
 from benchmarks.runner import (
+    code_hash,
     file_hash,
     plan,
     read_results,
@@ -142,6 +144,37 @@ def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_on
     summary = build_report(path, edited, out, reps=50, inputs=run_inputs(edited, ["constant"]))
     assert summary["per_condition"][cond]["constant"]["runs"] == 2
     assert summary["inputs"]["constant"]["suite_hash"] == edited.content_hash()
+
+
+def test_results_of_other_package_code_are_stale(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    suite, out = tiny_suite(), tmp_path / "bench"
+    path = run_suite(suite, out, controllers=["constant"])
+    run_suite(suite, out, controllers=["constant"])  # the same code: nothing to recompute
+    assert [r["inputs"]["code_hash"] for r in read_results(path)] == [code_hash()] * 2
+    monkeypatch.setattr(runner, "code_hash", lambda: "edited")
+    run_suite(suite, out, controllers=["constant"])
+    hashes = Counter(r["inputs"]["code_hash"] for r in read_results(path))
+    assert hashes == {code_hash(): 2, "edited": 2}
+
+
+def test_the_code_hash_follows_every_source_file_and_its_path(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / "sub" / "b.py").write_text("y = 2\n")
+    (package / "notes.txt").write_text("not code")
+    seen = {code_hash.__wrapped__(package)}
+    (package / "notes.txt").write_text("still not code")
+    assert code_hash.__wrapped__(package) in seen
+    for change in (
+        lambda: (package / "sub" / "b.py").write_text("y = 3\n"),
+        lambda: (package / "sub" / "b.py").rename(package / "sub" / "c.py"),
+        lambda: (package / "d.py").write_text(""),
+    ):
+        change()
+        assert code_hash.__wrapped__(package) not in seen
+        seen.add(code_hash.__wrapped__(package))
 
 
 def test_the_runner_hands_out_the_largest_units_first(tmp_path):

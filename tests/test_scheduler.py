@@ -60,7 +60,7 @@ def test_same_decisions_and_losses_as_the_env(policy_path, name):
 
 def test_same_decisions_and_losses_as_the_env_under_the_safety_net(tmp_path):
     ratio = 2e-3  # small enough to hold some LRs under their ceiling in this run
-    policy_path = random_policy(tmp_path / "net.pt", extra={"max_step_ratio": ratio})
+    policy_path = random_policy(tmp_path / "net.pt", env_config={"max_step_ratio": ratio})
     records, model, batches, data = run_env(policy_path, max_step_ratio=ratio)
     free, *_ = run_env(random_policy(tmp_path / "free.pt"))
     assert [r["lrs"] for r in records] != [r["lrs"] for r in free], "the net must bind here"

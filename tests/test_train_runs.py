@@ -177,6 +177,7 @@ def test_cli_mistakes_are_one_line_errors(ray_session, tmp_path):
         ([*smoke, "--out", new, "--resume"], "nothing to resume"),
         ([*smoke, "--out", used, "--resume", "--overwrite"], "not allowed with"),
         ([*smoke, "--out", used, "--seed", "-1"], "expected an int >= 0"),
+        ([*smoke, "--out", new, "--max-step-ratio", "0"], "expected positive"),
     ]
     for args, text in mistakes:
         assert_one_line_error(ganno_train(*args), text)
@@ -192,7 +193,8 @@ def test_conditions_file_lr_factors_and_population_reach_run_json_and_the_policy
     conditions.write_text(json.dumps({"specs": specs, "description": "mine"}))
     out = tmp_path / "run"
     proc = ganno_train("--preset", "smoke", "--out", out, "--stop-iters", 1, "--conditions",
-                       conditions, "--lr-factors", "0.5,1,2", "--population", 3)  # fmt: skip
+                       conditions, "--lr-factors", "0.5,1,2", "--population", 3,
+                       "--max-step-ratio", 0.5)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
     assert env_config["conditions"] == specs
@@ -201,6 +203,8 @@ def test_conditions_file_lr_factors_and_population_reach_run_json_and_the_policy
     assert policy.payload["lr_factors"] == [0.5, 1.0, 2.0]
     assert policy.payload["extra"]["conditions"] == specs
     assert policy.payload["extra"]["population"] == 3
+    assert env_config["max_step_ratio"] == 0.5  # the safety net travels with the policy
+    assert policy.env_requirements()["max_step_ratio"] == 0.5
 
 
 def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(tmp_path):
@@ -238,3 +242,17 @@ def test_a_run_whose_env_runners_all_fail_stops_without_a_policy(ray_session, tm
         _train_in(tmp_path, config, [], preset, "shared", stop=3, log=quiet)
     assert iterations(tmp_path) == [1]
     assert not (tmp_path / "policy.pt").exists()
+
+
+def test_ganno_train_reports_a_run_that_samples_nothing_in_one_line(monkeypatch, tmp_path, capsys):
+    import rllib_configs.train
+    from ganno_env import cli
+
+    def samples_nothing(*args, **kwargs):
+        raise NoSamplesError("iteration 1 sampled no agent steps:\nevery env runner failed")
+
+    monkeypatch.setattr(rllib_configs.train, "train", samples_nothing)
+    assert cli.main(["train", "--preset", "smoke", "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "ganno: error: iteration 1 sampled no agent steps: every env runner failed"
+    ]
