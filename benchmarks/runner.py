@@ -33,6 +33,7 @@ import functools
 import hashlib
 import math
 import os
+import platform
 import signal
 import sys
 import threading
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import ganno_env
 from benchmarks.suites import Suite, digest
@@ -148,6 +150,33 @@ def code_hash(root: str | os.PathLike | None = None) -> str:
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+@functools.cache
+def machine(device: str = "cpu") -> str:
+    """What computed a result: torch's version and the CPU (or GPU) model.
+
+    The same code and inputs give other numbers on another machine: other kernels round
+    otherwise, and training at large LRs magnifies the difference (the oracle's pick between
+    grid LRs can flip), so every result line names its machine and the report says which
+    machines its numbers come from.
+    """
+    if device.startswith("cuda"):
+        model = torch.cuda.get_device_name(torch.device(device))
+    else:
+        model = _cpu_model()
+    return f"torch {torch.__version__}, {model}"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def make(controller: str, policy: str | None) -> Controller:
@@ -315,10 +344,15 @@ def run_unit(
     per_network = [dict(c) for c in unit.conditions]
     results = rollout(env, controller, seed=unit.seeds[0], options={"conditions": per_network})
     took = time.perf_counter() - began
-    return [record(suite, unit, i, result, took / unit.size) for i, result in enumerate(results)]
+    where = machine(device)
+    return [
+        record(suite, unit, i, result, took / unit.size, where) for i, result in enumerate(results)
+    ]
 
 
-def record(suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float) -> dict:
+def record(
+    suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float, machine_name: str = ""
+) -> dict:
     """One result line: the run's key, its metrics and curves."""
     curve = np.array(result.val_curve, dtype=np.float64)
     return {
@@ -340,6 +374,7 @@ def record(suite: Suite, unit: Unit, i: int, result: RunResult, wall_s: float) -
         "lr_schedule": result.lr_schedule,
         **({"knob_schedules": result.knob_schedules} if result.knob_schedules else {}),
         "wall_s": wall_s,
+        "machine": machine_name,
     }
 
 

@@ -152,6 +152,8 @@ def test_results_of_other_package_code_are_stale(tmp_path, monkeypatch):
     path = run_suite(suite, out, controllers=["constant"])
     run_suite(suite, out, controllers=["constant"])  # the same code: nothing to recompute
     assert [r["inputs"]["code_hash"] for r in read_results(path)] == [code_hash()] * 2
+    assert {r["machine"] for r in read_results(path)} == {runner.machine()}
+    assert runner.machine().startswith(f"torch {torch.__version__}, ")
     monkeypatch.setattr(runner, "code_hash", lambda: "edited")
     run_suite(suite, out, controllers=["constant"])
     hashes = Counter(r["inputs"]["code_hash"] for r in read_results(path))

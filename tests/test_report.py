@@ -80,6 +80,7 @@ def record(
         "val_curve": curve,
         "lr_schedule": schedule,
         "wall_s": 0.1,
+        "machine": "torch 2.13.0, CPU A",
     }
 
 
@@ -334,3 +335,24 @@ def test_one_seed_and_no_reference(tmp_path):
     assert summary["probability_of_improvement"] == {}
     assert any("reference 'nobody'" in n for n in summary["notes"])
     assert len(summary_table(summary).splitlines()) == 3 + len(summary["controllers"])
+
+
+def test_the_report_names_the_machines_and_warns_when_they_mix(tmp_path, built):
+    summary, _ = built
+    assert list(summary["machines"]) == ["torch 2.13.0, CPU A"]
+    assert not any("machines" in n for n in summary["notes"])
+
+    records = make_records(seeds=(1,))
+    for r in records[::3]:
+        r["machine"] = "torch 2.13.0, CPU B"
+    del records[1]["machine"]  # a line from before machines were recorded
+    results = write(tmp_path / "results.jsonl", records)
+    summary = build_report(results, make_suite((1,)), tmp_path, reps=50)
+    counted = [r for r in records if r["suite_version"] == VERSION and r["condition"] in CONDITIONS]
+    assert sum(summary["machines"].values()) == len(counted)
+    assert summary["machines"]["torch 2.13.0, CPU B"] == sum(
+        r.get("machine") == "torch 2.13.0, CPU B" for r in counted
+    )
+    assert any(name.startswith("unknown") for name in summary["machines"])
+    note = next(n for n in summary["notes"] if n.startswith("results from 3 machines"))
+    assert "CPU B" in note and note in (tmp_path / "report.md").read_text()
