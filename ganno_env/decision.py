@@ -58,8 +58,8 @@ class DecisionCore:
     bounds of the others where they are not the knobs' own. `max_step_ratio` (None: off)
     is a safety net: no layer's LR in force exceeds the LR at which one SGD step would
     change its weights by that fraction (`lr * grad_rms / weight_rms`, the step ratio
-    feature, from the latest statistics), so a step larger than any seen in training
-    cannot be taken whatever the agents ask.
+    feature, from the latest statistics), whatever the agents ask: set to the largest
+    step ratio that training shows, no step beyond that can be taken.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
@@ -290,10 +290,10 @@ class DecisionCore:
     def _ceiling(self, stats: LayerStats) -> np.ndarray:
         """The highest LR [N, L] the safety net allows after these statistics: the LR whose
         step ratio is `max_step_ratio`, never below the lower LR bound; inf when off."""
+        if self.max_step_ratio is None:  # no copy off the device for nothing
+            return np.full(tuple(stats.weight_rms.shape), np.inf)
         weight_rms = _array(stats.weight_rms).astype(np.float64)
         grad_rms = _array(stats.grad_rms).astype(np.float64)
-        if self.max_step_ratio is None:
-            return np.full(weight_rms.shape, np.inf)
         with np.errstate(divide="ignore", invalid="ignore"):
             ceiling = self.max_step_ratio * weight_rms / grad_rms
         ceiling = np.where(np.isfinite(ceiling), ceiling, np.inf)  # no gradient: no ceiling
