@@ -100,7 +100,8 @@ def build_report(
         summary["notes"].insert(
             0,
             f"{sum(stale.values())} result lines ignored ({counts}): computed from other inputs "
-            "(policy file, suite, controller or env settings, env or features version) than "
+            "(policy file, suite, controller or env settings, package code, env or features "
+            "version) than "
             "the current ones, or of a controller without current inputs (ganno needs a policy).",
         )
 
