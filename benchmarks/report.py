@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -83,18 +82,6 @@ def build_report(
         used = sorted({r["controller"] for r in records})
         head = {k: summary.pop(k) for k in ("suite", "version")}
         summary = {**head, "inputs": {c: dict(inputs[c]) for c in used}, **summary}
-    summary["machines"] = machines(
-        [r for r in records
-         if r.get("suite_version") == suite.version and r.get("condition") in suite.conditions]
-    )  # fmt: skip
-    if len(summary["machines"]) > 1:
-        listed = "; ".join(f"{name} ({n} runs)" for name, n in summary["machines"].items())
-        summary["notes"].insert(
-            0,
-            f"results from {len(summary['machines'])} machines: {listed}. The same run gives "
-            "other numbers on another machine (kernels round otherwise, and training at large "
-            "LRs magnifies it): compare controllers on results of one machine.",
-        )
     if stale:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(stale.items()))
         summary["notes"].insert(
@@ -112,13 +99,6 @@ def build_report(
     (out / "summary.json").write_text(json.dumps(cleaned, indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(report_markdown(cleaned, plots))
     return cleaned
-
-
-def machines(records: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-    """Runs per machine that computed them (`benchmarks.runner.machine`), most first."""
-    counts = Counter(r.get("machine") or "unknown (a line written before machines were recorded)"
-                     for r in records)  # fmt: skip
-    return dict(counts.most_common())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ val loss, and the probability that the reference beats each baseline (see `bench
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +162,15 @@ def _collect(records: list[Record], suite: Suite, notes: list[str]) -> tuple[Run
     if duplicates:
         notes.append(f"{duplicates} repeated (condition, controller, seed) records: kept the last.")
     return runs, grids
+
+
+def _machines(runs: Runs, grids: dict[str, Runs]) -> dict[str, int]:
+    """The kept runs per machine that computed them (`benchmarks.runner.machine`), most
+    first."""
+    kept = [record for bucket in (runs, *grids.values()) for cell in bucket.cells.values()
+            for by_seed in cell.values() for record in by_seed.values()]  # fmt: skip
+    unknown = "unknown (a line written before machines were recorded)"
+    return dict(Counter(r.get("machine") or unknown for r in kept).most_common())
 
 
 def _pick_oracle(grid: Runs, cond: str) -> tuple[float | None, BySeed]:
@@ -448,6 +458,15 @@ def summarise(
     probabilities of improvement and notes on everything left out."""
     notes: list[str] = []
     runs, grids = _collect(records, suite, notes)
+    machines = _machines(runs, grids)
+    if len(machines) > 1:
+        listed = "; ".join(f"{name} ({n} runs)" for name, n in machines.items())
+        notes.insert(
+            0,
+            f"results from {len(machines)} machines: {listed}. The same run gives other "
+            "numbers on another machine (kernels round otherwise, and training at large LRs "
+            "magnifies it): compare controllers on results of one machine.",
+        )
     picked_lr = _pick_grid_lrs(runs, grids, suite, notes)
     oracle_lr = picked_lr.pop(ORACLE)
     conditions = [c for c in suite.conditions if runs.on(c)]
@@ -478,6 +497,7 @@ def summarise(
         "overall": overall,
         "per_condition": per_condition,
         "probability_of_improvement": poi,
+        "machines": machines,
         "notes": notes,
     }
     return Summarised(summary, runs, matrices)
