@@ -37,9 +37,9 @@ def probe_step_ratios(conditions: str, resets: int, population: int) -> np.ndarr
             f"resets x population = {resets * population}; allowed: at most "
             f"{HELD_OUT_SEED_START} (the held-out seeds start there)"
         )
+    env = LayerwiseLREnv(conditions=conditions, population=population, num_threads=1)
     ratios = []
     for r in range(resets):
-        env = LayerwiseLREnv(conditions=conditions, population=population, num_threads=1)
         env.reset(seed=r * population)
         stats = env.layer_stats
         ratios.append(env.lrs * stats.grad_rms.cpu().numpy() / stats.weight_rms.cpu().numpy())
