@@ -8,7 +8,8 @@ left. It is an importable class built from the env-config dict, so a checkpoint 
 in a fresh process without `register_env`.
 
 `MixedDepthEnv` trains on networks of several depths under fixed agent ids (RLlib cannot
-take agent ids that come and go between sampling rounds).
+take agent ids that come and go between sampling rounds). `NetworkViewEnv` adds the whole
+network's observations to each agent's, for a centralised critic.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
 
 from ganno_env import get_task, layerwise_lr_v1
 from ganno_env.conditions import HELD_OUT_SEED_START
+from ganno_env.policy import parse_agent
 
 
 class GannoMultiAgentEnv(ParallelPettingZooEnv):
@@ -58,6 +60,50 @@ class GannoMultiAgentEnv(ParallelPettingZooEnv):
         self.agents = list(obs)
         set_episode_end(terminateds, truncateds, over=not self.par_env.agents)
         return obs, rewards, terminateds, truncateds, infos
+
+
+class NetworkViewEnv(GannoMultiAgentEnv):
+    """Each agent observes its own layer, then every layer of its network (MAPPO style).
+
+    The reward is shared by a network's layers, so a critic that sees one layer cannot tell
+    what the other layers chose; a critic over the whole network can. The actor reads only
+    the first `local_size` features (the env's own observation), so the trained policy
+    runs on the plain env and in the scheduler. Layout: own features, then layer 0 to
+    layer `max_layers - 1` of the same network (zeros where a network has fewer layers).
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None):
+        super().__init__(config)
+        space = self.par_env.observation_space(self.possible_agents[0])
+        self.local_size = int(space.shape[0])
+        self.max_layers = int(self.par_env.max_layers)
+        low = np.tile(space.low, 1 + self.max_layers)
+        high = np.tile(space.high, 1 + self.max_layers)
+        self._fill = np.clip(np.zeros_like(space.low), space.low, space.high)
+        view = gym.spaces.Box(low, high, dtype=np.float32)
+        self.observation_spaces = {a: view for a in self.possible_agents}
+        self.observation_space = gym.spaces.Dict(self.observation_spaces)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, infos = super().reset(seed=seed, options=options)
+        return self.with_network_view(obs), infos
+
+    def step(self, action_dict: dict):
+        obs, rewards, terminateds, truncateds, infos = super().step(action_dict)
+        return self.with_network_view(obs), rewards, terminateds, truncateds, infos
+
+    def with_network_view(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each agent's observation followed by its network's layers' observations."""
+        networks: dict[int, np.ndarray] = {}
+        for agent, features in obs.items():
+            network, layer = parse_agent(agent)
+            if network not in networks:
+                networks[network] = np.tile(self._fill, (self.max_layers, 1))
+            networks[network][layer] = features
+        return {
+            agent: np.concatenate([features, networks[parse_agent(agent)[0]].ravel()])
+            for agent, features in obs.items()
+        }
 
 
 def set_episode_end(terminateds: dict, truncateds: dict, over: bool) -> None:

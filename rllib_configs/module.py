@@ -3,6 +3,11 @@
 Holding the weights in a plain `PolicyNet` is what lets `policy.pt` run without Ray: the
 export is that net's state dict, and the greedy action RLlib computes is the one
 `ganno_env.load_policy` computes.
+
+With `actor_obs_size` in the model config (`rllib_configs.env.NetworkViewEnv`), the
+observation is longer than what the actor reads: the actor sees its first
+`actor_obs_size` features, and a separate critic (`critic`) sees all of them. The export
+is still the actor's `PolicyNet` (its own critic head is then unused and untrained).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.distribution.torch.torch_distribution import TorchMultiCategorical
 from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
+from torch import nn
 
 from ganno_env.policy import PolicyNet
 
@@ -22,7 +28,8 @@ DEFAULT_HIDDEN = (64, 64)
 
 
 class GannoRLModule(TorchRLModule, ValueFunctionAPI):
-    """Actor-critic MLP over one layer's observation (PPO).
+    """Actor-critic MLP over one layer's observation (PPO), or a local actor and a critic
+    over the whole network's observations.
 
     Actions: Discrete (the LR alone), MultiDiscrete (one categorical per knob) or Box (a
     diagonal Gaussian over the knobs)."""
@@ -37,10 +44,36 @@ class GannoRLModule(TorchRLModule, ValueFunctionAPI):
             self.action_dist_cls = TorchMultiCategorical.get_partial_dist_cls(input_lens=sizes)
         else:
             out_size = 2 * int(self.action_space.shape[0])  # diagonal Gaussian: mean, log-std
-        self.net = PolicyNet(int(self.observation_space.shape[0]), out_size, hidden)
+        obs_size = int(self.observation_space.shape[0])
+        self.actor_obs_size = int(self.model_config.get("actor_obs_size") or obs_size)
+        if not 0 < self.actor_obs_size <= obs_size:
+            raise ValueError(
+                f"actor_obs_size={self.actor_obs_size}; allowed: 1 to the observation's "
+                f"{obs_size} features"
+            )
+        self.net = PolicyNet(self.actor_obs_size, out_size, hidden)
+        self.critic = None
+        if self.actor_obs_size < obs_size:
+            self.critic = central_critic(obs_size, hidden)
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        return {Columns.ACTION_DIST_INPUTS: self.net(batch[Columns.OBS])}
+        obs = batch[Columns.OBS][..., : self.actor_obs_size]
+        return {Columns.ACTION_DIST_INPUTS: self.net(obs)}
 
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        return self.net.value(batch[Columns.OBS])
+        if self.critic is None:
+            return self.net.value(batch[Columns.OBS])
+        return self.critic(batch[Columns.OBS]).squeeze(-1)
+
+
+def central_critic(obs_size: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    """A value MLP of the same shape as `PolicyNet`'s critic, over a longer observation."""
+    layers: list[nn.Module] = []
+    size = obs_size
+    for width in hidden:
+        layers += [nn.Linear(size, width), nn.Tanh()]
+        size = width
+    layers.append(nn.Linear(size, 1))
+    with torch.no_grad():  # values near 0 at the start, as PolicyNet's
+        layers[-1].weight.mul_(0.01)
+    return nn.Sequential(*layers)

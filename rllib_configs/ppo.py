@@ -14,6 +14,8 @@ Why these settings (all presets):
   values the final loss, and the slight discount rewards getting there early.
 * Evaluation on the held-out LR conditions every few iterations (`unseen_lr`), so the
   learning curve shows generalisation, not only the training reward.
+* `critic="network"` (MAPPO style): the critic sees every layer of the agent's network
+  (`NetworkViewEnv`), the actor only its own layer, so the exported policy is unchanged.
 """
 
 from __future__ import annotations
@@ -29,11 +31,17 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ganno_env.conditions import load_conditions
 from ganno_env.policy import MAPPINGS, module_for, module_ids
 from rllib_configs import PRESET_NAMES
-from rllib_configs.env import GannoMultiAgentEnv, MixedDepthEnv, check_fixed_agents
+from rllib_configs.env import (
+    GannoMultiAgentEnv,
+    MixedDepthEnv,
+    NetworkViewEnv,
+    check_fixed_agents,
+)
 from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
 
 PRESETS = PRESET_NAMES
 WIDE_FACTORS = (0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0)
+CRITICS = ("local", "network")
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ class Preset:
     validate_from: int = 0
     validation_networks: int = 128
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    # "local": the critic sees the agent's observation; "network": its network's layers too
+    critic: str = "local"
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -219,12 +229,21 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     """The PPOConfig for a preset and a policy mapping."""
     if mapping not in MAPPINGS:
         raise ValueError(f"mapping={mapping!r}; allowed: {MAPPINGS}")
+    if preset.critic not in CRITICS:
+        raise ValueError(f"critic={preset.critic!r}; allowed: {CRITICS}")
     env_class = MixedDepthEnv if "agents_per_env" in preset.env_config else GannoMultiAgentEnv
     if env_class is MixedDepthEnv and mapping != "shared":
         raise ValueError(
             f"mapping={mapping!r} with agents_per_env: the agent ids of a MixedDepthEnv "
             "name no layer; allowed: mapping='shared'"
         )
+    if preset.critic == "network":
+        if env_class is MixedDepthEnv:
+            raise ValueError(
+                "critic='network' with agents_per_env: a MixedDepthEnv's agent ids name no "
+                "network; allowed: critic='local'"
+            )
+        env_class = NetworkViewEnv
     probe = env_class(preset.env_config).par_env  # checks the env config, too
     max_layers = probe.max_layers
     num_layers = None
@@ -239,9 +258,12 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
         check_fixed_agents(probe)
     modules = module_ids(mapping, max_layers)
     mapping_fn = functools.partial(map_agent, mapping=mapping, num_layers=num_layers)
-    module_spec = RLModuleSpec(
-        module_class=GannoRLModule, model_config={"hidden": list(preset.hidden)}
-    )
+    model_config: dict[str, Any] = {"hidden": list(preset.hidden)}
+    if env_class is NetworkViewEnv:  # the actor reads the plain env's observation only
+        model_config["actor_obs_size"] = int(
+            probe.observation_space(probe.possible_agents[0]).shape[0]
+        )
+    module_spec = RLModuleSpec(module_class=GannoRLModule, model_config=model_config)
     # one torch thread per env: env runners share the cores (Ray also sets OMP_NUM_THREADS)
     env_config = {"num_threads": 1, **preset.env_config}
     # the evaluation env is a plain one (its conditions fix the depth)
@@ -285,7 +307,7 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
             evaluation_duration_unit="episodes",
             evaluation_num_env_runners=0,
             evaluation_config={
-                "env": GannoMultiAgentEnv,
+                "env": NetworkViewEnv if env_class is NetworkViewEnv else GannoMultiAgentEnv,
                 "env_config": eval_env_config,
                 "explore": False,
             },

@@ -299,7 +299,11 @@ def learner_nets(algo: Algorithm, preset: Preset) -> dict[str, PolicyNet]:
     """The learner's current weights (the env runners may lag a step) as PolicyNets."""
     nets = {}
     for module_id, state in algo.learner_group.get_weights().items():
-        weights = {k.removeprefix("net."): torch.as_tensor(np.asarray(v)) for k, v in state.items()}
+        weights = {  # the actor's net (a central critic, `critic.*`, is not exported)
+            k.removeprefix("net."): torch.as_tensor(np.asarray(v))
+            for k, v in state.items()
+            if k.startswith("net.")
+        }
         obs_size = weights["pi.0.weight"].shape[1]
         out_size = weights[f"pi.{2 * len(preset.hidden)}.weight"].shape[0]
         net = PolicyNet(obs_size, out_size, preset.hidden)
