@@ -24,7 +24,7 @@ from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.policy import MAPPINGS, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
-from rllib_configs import PRESET_NAMES, NoSamplesError
+from rllib_configs import CRITICS, PRESET_NAMES, NoSamplesError
 
 DEFAULT_CONTROLLERS = ("constant", "step_decay", "cosine", "warmup_cosine", "bold_driver", "lars")
 DEFAULT_LRS = (1e-4, 1e-2, 0.3)
@@ -152,6 +152,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     fields = {"seed": args.seed}
     if args.validate_every is not None:
         fields["validate_every"] = args.validate_every
+    if args.critic is not None:
+        fields["critic"] = args.critic
     preset = get_preset(args.preset, **fields)
     # Overrides are merged into the preset's env_config, so run.json and policy.pt record them.
     env_config = dict(preset.env_config)
@@ -365,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="safety net: no layer's LR above the one whose SGD step changes its weights by "
         "this fraction (default: the preset's, none)",
+    )
+    train.add_argument(
+        "--critic",
+        choices=CRITICS,
+        default=None,
+        help="what the critic sees: the agent's layer (local) or every layer of its network "
+        "(network, MAPPO style; the actor still sees its own layer) (default: the preset's)",
     )
     train.add_argument(
         "--validate-every",

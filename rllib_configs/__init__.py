@@ -3,6 +3,7 @@ module, the presets and the training loop. The submodules import Ray; this packa
 does not, so the CLI can list the preset names without it."""
 
 PRESET_NAMES = ("smoke", "local", "full", "cluster_gpu")  # one function each in ppo.py
+CRITICS = ("local", "network")  # what the critic sees: the agent's layer, or its network's
 
 
 class NoSamplesError(RuntimeError):

@@ -30,7 +30,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from ganno_env.conditions import load_conditions
 from ganno_env.policy import MAPPINGS, module_for, module_ids
-from rllib_configs import PRESET_NAMES
+from rllib_configs import CRITICS, PRESET_NAMES
 from rllib_configs.env import (
     GannoMultiAgentEnv,
     MixedDepthEnv,
@@ -41,7 +41,6 @@ from rllib_configs.module import DEFAULT_HIDDEN, GannoRLModule
 
 PRESETS = PRESET_NAMES
 WIDE_FACTORS = (0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0)
-CRITICS = ("local", "network")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ray.rllib.core.columns import Columns  # noqa: E402
 
 from ganno_env import layerwise_lr_v1  # noqa: E402
 from ganno_env.policy import load_policy  # noqa: E402
-from rllib_configs.env import MixedDepthEnv  # noqa: E402
+from rllib_configs.env import GannoMultiAgentEnv, MixedDepthEnv, NetworkViewEnv  # noqa: E402
 from rllib_configs.ppo import build_config, get_preset  # noqa: E402
 from rllib_configs.train import export_from, train  # noqa: E402
 
@@ -295,6 +295,69 @@ def test_networks_of_several_depths_train_under_fixed_agent_ids(ray_session, tmp
         env = layerwise_lr_v1.parallel_env(conditions={"depth": depth}, max_cycles=2)
         obs, _ = env.reset(seed=0)
         assert len(controller.actions(obs)) == depth + 1
+
+
+def test_network_view_env_shows_each_agent_its_own_layer_then_its_network():
+    config = {"conditions": "train", "population": 2, "max_cycles": 2, "interval": 2,
+              "num_threads": 1}  # fmt: skip
+    plain, view = GannoMultiAgentEnv(config), NetworkViewEnv(config)
+    size, layers = view.local_size, view.max_layers
+    assert (size, layers) == (plain.observation_spaces["net0_layer0"].shape[0], 4)
+    plain_obs, _ = plain.reset(seed=3)
+    view_obs, _ = view.reset(seed=3)
+    for _ in range(2):
+        assert sorted(view_obs) == sorted(plain_obs)
+        for agent, features in view_obs.items():
+            assert view.observation_spaces[agent].contains(features)
+            np.testing.assert_array_equal(features[:size], plain_obs[agent])
+            network = agent.split("_")[0]
+            block = features[size:].reshape(layers, size)
+            for layer in range(layers):
+                np.testing.assert_array_equal(block[layer], plain_obs[f"{network}_layer{layer}"])
+        keep = {agent: 3 for agent in plain_obs}  # factor 1.0
+        plain_obs, *_ = plain.step(keep)
+        view_obs, *_ = view.step(keep)
+    first, second = view_obs["net0_layer0"], view_obs["net1_layer0"]
+    assert not np.array_equal(first[size:], second[size:])  # each agent sees its own network
+
+
+def test_a_network_critic_trains_and_exports_an_actor_for_the_plain_env(ray_session, tmp_path):
+    preset = get_preset("smoke", evaluation_interval=0, critic="network")
+    algo = build_config(preset).build_algo()
+    try:
+        algo.train()
+        export_from(algo, tmp_path / "policy.pt", preset, "shared")
+        module = algo.get_module("shared")
+        module.set_state(algo.learner_group.get_weights()["shared"])
+    finally:
+        algo.stop()
+    config = {"conditions": "train", "population": 2, "max_cycles": 3, "num_threads": 1}
+    view = NetworkViewEnv(config)
+    obs, _ = view.reset(seed=1)
+    batch = torch.as_tensor(np.stack(list(obs.values())))
+    others = batch.clone()
+    others[:, view.local_size :] += 0.5  # what the other layers show changes
+    with torch.no_grad():
+        logits = module.forward_inference({Columns.OBS: batch})[Columns.ACTION_DIST_INPUTS]
+        logits_others = module.forward_inference({Columns.OBS: others})[Columns.ACTION_DIST_INPUTS]
+        values = module.compute_values({Columns.OBS: batch})
+        values_others = module.compute_values({Columns.OBS: others})
+    torch.testing.assert_close(logits, logits_others)  # the actor reads its own layer only
+    assert not torch.allclose(values, values_others)  # the critic reads the network
+    controller = load_policy(tmp_path / "policy.pt")
+    assert controller.payload["obs_size"] == view.local_size
+    plain_obs = {agent: features[: view.local_size] for agent, features in obs.items()}
+    greedy = logits.argmax(dim=-1).tolist()
+    assert controller.actions(plain_obs) == dict(zip(obs, greedy))
+
+
+def test_critic_settings_are_checked_before_ray_starts():
+    with pytest.raises(ValueError, match=r"critic='central'; allowed: \('local', 'network'\)"):
+        build_config(get_preset("smoke", critic="central"))
+    mixed = {"conditions": "train_depths", "agents_per_env": 12}
+    preset = get_preset("smoke", critic="network", env_config=mixed)
+    with pytest.raises(ValueError, match="critic='network' with agents_per_env"):
+        build_config(preset)
 
 
 def test_conditions_of_several_layer_counts_need_agents_per_env():
