@@ -61,6 +61,7 @@ RUN_FILE = "run.json"
 # what --overwrite clears
 RUN_OUTPUTS = (RUN_FILE, CHECKPOINTS, "progress.csv", "tb", "policy.pt", SCORES_FILE, CANDIDATES)
 RUN_KEYS = ("preset", "mapping", "seed", "config")  # what --resume compares
+NOT_IN_CONFIG = ("name", "seed", "stop_iters")  # the first two are top-level keys
 MAX_SHOWN = 6  # differences named in the error; a different preset differs in many fields
 
 
@@ -127,8 +128,7 @@ def run_record(preset: Preset, mapping: str) -> dict[str, Any]:
 
     How long to train is not part of it (`--stop-iters` extends a resumed run).
     """
-    skip = ("name", "seed", "stop_iters")  # the first two are top-level keys
-    config = {k: v for k, v in dataclasses.asdict(preset).items() if k not in skip}
+    config = {k: v for k, v in dataclasses.asdict(preset).items() if k not in NOT_IN_CONFIG}
     record = {"preset": preset.name, "mapping": mapping, "seed": preset.seed, "config": config}
     return json.loads(json.dumps(record, default=repr))  # tuples as lists, as read back
 
@@ -142,9 +142,24 @@ def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def with_later_defaults(config: Any) -> Any:
+    """A recorded config with the preset fields it lacks set to their defaults: a run
+    recorded before a field existed trained as its default says (new fields default to
+    what came before), so it still resumes."""
+    if not isinstance(config, dict):
+        return config
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(Preset)
+        if f.default is not dataclasses.MISSING and f.name not in NOT_IN_CONFIG
+    }
+    return {**json.loads(json.dumps(defaults)), **config}
+
+
 def run_differences(recorded: dict[str, Any], requested: dict[str, Any]) -> list[str]:
     """`key: recorded X, requested Y` for every setting in which two run records differ,
     top-level keys first, then the preset fields in their order."""
+    recorded = {**recorded, "config": with_later_defaults(recorded.get("config"))}
     old = _flat({k: recorded.get(k) for k in RUN_KEYS})
     new = _flat({k: requested.get(k) for k in RUN_KEYS})
     keys = list(new) + [k for k in old if k not in new]

@@ -77,6 +77,18 @@ def test_resume_refuses_another_preset_mapping_seed_or_env_config(ray_session, t
     assert (tmp_path / "run.json").read_text() == recorded
 
 
+def test_a_run_recorded_before_a_setting_existed_resumes_with_its_default(ray_session, tmp_path):
+    train(SMOKE, "shared", tmp_path, stop_iters=1, log=quiet)
+    record = json.loads((tmp_path / "run.json").read_text())
+    del record["config"]["critic"]  # as recorded before the setting existed
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    network = get_preset("smoke", critic="network")
+    with pytest.raises(UsageError, match=re.escape("critic: recorded 'local', requested 'net")):
+        train(network, "shared", tmp_path, stop_iters=2, resume=True, log=quiet)
+    train(SMOKE, "shared", tmp_path, stop_iters=2, resume=True, log=quiet)
+    assert iterations(tmp_path) == [1, 2]
+
+
 def test_a_used_folder_needs_resume_or_overwrite(ray_session, tmp_path):
     train(SMOKE, "shared", tmp_path, stop_iters=2, log=quiet)
     with pytest.raises(UsageError, match="--resume.*--overwrite"):
