@@ -177,6 +177,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["agents_per_env"] = args.agents_per_env
     if args.max_step_ratio is not None:
         env_config["max_step_ratio"] = args.max_step_ratio
+    if args.probe_cuts_only:
+        env_config["probe_cuts_only"] = True
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -367,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="safety net: no layer's LR above the one whose SGD step changes its weights by "
         "this fraction (default: the preset's, none)",
+    )
+    train.add_argument(
+        "--probe-cuts-only",
+        action="store_true",
+        help="at the first decision (before any update) agents may cut or keep an LR, not "
+        "raise it (default: the preset's, raises allowed)",
     )
     train.add_argument(
         "--critic",

@@ -58,6 +58,7 @@ class EnvConfig:
     controls: Sequence[str] = ("lr",)
     weight_decay: float = 0.0
     max_step_ratio: float | None = None
+    probe_cuts_only: bool = False
 
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
@@ -108,6 +109,8 @@ class EnvConfig:
                 f"max_step_ratio={self.max_step_ratio!r}; allowed: None (no ceiling) or a "
                 "finite number > 0"
             )
+        if not isinstance(self.probe_cuts_only, bool):
+            raise ValueError(f"probe_cuts_only={self.probe_cuts_only!r}; allowed: True or False")
         if self.initial_lr is not None:
             check_condition_values({"initial_lr": self.initial_lr}, "initial_lr")
         check_device(self.device)

@@ -59,7 +59,9 @@ class DecisionCore:
     is a safety net: no layer's LR in force exceeds the LR at which one SGD step would
     change its weights by that fraction (`lr * grad_rms / weight_rms`, the step ratio
     feature, from the latest statistics), whatever the agents ask: set to the largest
-    step ratio that training shows, no step beyond that can be taken.
+    step ratio that training shows, no step beyond that can be taken. `probe_cuts_only`:
+    at the first decision (the probe: one gradient, no update, no loss change seen yet) an
+    LR may be cut or kept but not raised; a raise waits for the first interval's evidence.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
@@ -80,6 +82,7 @@ class DecisionCore:
         controls: Sequence[str] = ("lr",),
         knob_settings: Mapping[str, Mapping[str, Any]] | None = None,
         max_step_ratio: float | None = None,
+        probe_cuts_only: bool = False,
     ):
         feature_set(features_version)  # ValueError naming the known versions
         self.features_version = int(features_version)
@@ -93,6 +96,7 @@ class DecisionCore:
         self.divergence_factor = float(divergence_factor)
         self.max_cycles = int(max_cycles)
         self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
+        self.probe_cuts_only = bool(probe_cuts_only)
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -280,6 +284,8 @@ class DecisionCore:
         new_values = np.where(clipped == current, self.values, new_values)
         # the safety net holds every LR in force under its ceiling, a kept one too
         new_values[..., 0] = np.minimum(new_values[..., 0], self.lr_ceiling)
+        if self.probe_cuts_only and self.decisions == 0:  # no raise before any evidence
+            new_values[..., 0] = np.minimum(new_values[..., 0], self.values[..., 0])
         live = self._live(live)[:, None, None]
         self.last_log_factors = np.log(requested / current)
         self.values = np.where(live, new_values, self.values)

@@ -106,7 +106,7 @@ max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
 val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0,
-max_step_ratio=None)``
+max_step_ratio=None, probe_cuts_only=False)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -144,6 +144,9 @@ max_step_ratio=None)``
   or below the LR whose step ratio (`lr * grad_rms / weight_rms`, feature 2, from the latest
   statistics: at reset the probe's) is this number, whatever the agents ask; the lower LR
   bound still holds. A policy trained with it records it, and runs only where it is set.
+* `probe_cuts_only`: False (default), or True: at the first decision (the probe, before any
+  update) the agents may cut or keep each LR but not raise it; a raise asked for there
+  keeps the LR. Recorded by the policy like `max_step_ratio`.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
@@ -316,6 +319,7 @@ class LayerwiseLREnv(ParallelEnv):
             self.config.features_version,
             self.config.controls,
             max_step_ratio=self.config.max_step_ratio,
+            probe_cuts_only=self.config.probe_cuts_only,
         )
         self.knobs = get_knobs(self.config.controls)
         obs_low, obs_high = observation_bounds(self.config.features_version, self.config.controls)

@@ -171,6 +171,7 @@ class GannoScheduler:
             [control.name for control in self.controller.controls],
             payload.get("knobs"),
             payload.get("max_step_ratio"),
+            bool(payload.get("probe_cuts_only", False)),
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer

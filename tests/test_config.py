@@ -29,6 +29,7 @@ from ganno_env import layerwise_lr_v1
         ({"momentum": 1.0}, ["momentum", "[0, 1)"]),
         ({"max_step_ratio": 0.0}, ["max_step_ratio", "0.0", "None", "> 0"]),
         ({"max_step_ratio": float("inf")}, ["max_step_ratio", "finite"]),
+        ({"probe_cuts_only": "yes"}, ["probe_cuts_only", "'yes'", "True or False"]),
         ({"conditions": "unseen"}, ["conditions", "'unseen'", "train"]),
         ({"conditions": {"depth": -1}}, ["depth", ">= 0"]),
         ({"conditions": {"colour": 1}}, ["colour", "initial_lr"]),
@@ -93,6 +94,7 @@ config_values = {
     "momentum": st.one_of(st.floats(-1, 2), anything),
     "val_limit": st.one_of(st.integers(-1, 100), anything),
     "max_step_ratio": st.one_of(st.floats(-1, 2), anything),
+    "probe_cuts_only": st.one_of(st.booleans(), anything),
 }
 
 

@@ -101,6 +101,21 @@ def test_the_safety_net_holds_every_lr_in_force_under_its_ceiling():
     np.testing.assert_array_equal(off.apply_actions({(0, 0): 1, (0, 3): 2}), [[1, 1, 1, 4]])
 
 
+def test_probe_cuts_only_keeps_a_raise_at_the_probe_and_allows_it_after():
+    core = DecisionCore("discrete", (0.5, 1.0, 4.0), (1e-4, 10.0), 10.0, 4, probe_cuts_only=True)
+    stats = _stats(torch.ones(1, 3), torch.ones(1, 3))
+    core.start(np.full((1, 3), 0.1), stats, [2.0], [2.0])
+    lrs = core.apply_actions({(0, 0): 2, (0, 1): 0, (0, 2): 1})  # raise, cut, keep
+    np.testing.assert_allclose(lrs, [[0.1, 0.05, 0.1]])
+    np.testing.assert_allclose(core.last_log_factor, [[np.log(4.0), np.log(0.5), 0.0]])
+    core.measure(stats, [1.0], [1.0])
+    np.testing.assert_allclose(core.apply_actions({(0, 0): 2}), [[0.4, 0.05, 0.1]])
+
+    free = DecisionCore("discrete", (0.5, 1.0, 4.0), (1e-4, 10.0), 10.0, 4)
+    free.start(np.full((1, 3), 0.1), stats, [2.0], [2.0])
+    np.testing.assert_allclose(free.apply_actions({(0, 0): 2}), [[0.4, 0.1, 0.1]])
+
+
 def test_a_state_saved_before_the_safety_net_loads_without_a_ceiling():
     core = DecisionCore("discrete", (0.5, 1.0, 2.0), (1e-4, 1.0), 10.0, 4, max_step_ratio=0.1)
     core.start(np.full((2, 3), 0.5), _stats(torch.ones(2, 3), torch.ones(2, 3)), [1, 1], [1, 1])

@@ -70,6 +70,18 @@ def test_same_decisions_and_losses_as_the_env_under_the_safety_net(tmp_path):
         run_env(policy_path)  # its actions end at other LRs without the net
 
 
+def test_same_decisions_and_losses_as_the_env_without_raises_at_the_probe(tmp_path):
+    policy_path = random_policy(tmp_path / "cut.pt", env_config={"probe_cuts_only": True})
+    records, model, batches, data = run_env(policy_path, probe_cuts_only=True)
+    raised, *_ = run_env(random_policy(tmp_path / "free.pt"))
+    assert max(raised[1]["lrs"]) > LR, "a raise at the probe must be asked for here"
+    assert max(records[1]["lrs"]) <= LR  # none granted (records[0]: the LRs before it)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(policy_path, optimizer, records, model, batches, data)
+    with pytest.raises(ValueError, match="probe_cuts_only=False.*probe_cuts_only=True"):
+        run_env(policy_path)
+
+
 def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
     """A scheduler on an ordinary loop over the env's minibatches observes, decides and
     loses exactly what the env did; returns its LRs [decision, layer]."""

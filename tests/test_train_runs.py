@@ -206,7 +206,8 @@ def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the
     out = tmp_path / "run"
     proc = ganno_train("--preset", "smoke", "--out", out, "--stop-iters", 1, "--conditions",
                        conditions, "--lr-factors", "0.5,1,2", "--population", 3,
-                       "--max-step-ratio", 0.5, "--critic", "network")  # fmt: skip
+                       "--max-step-ratio", 0.5, "--critic", "network",
+                       "--probe-cuts-only")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "run.json").read_text())["config"]["critic"] == "network"
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
@@ -218,6 +219,8 @@ def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the
     assert policy.payload["extra"]["population"] == 3
     assert env_config["max_step_ratio"] == 0.5  # the safety net travels with the policy
     assert policy.env_requirements()["max_step_ratio"] == 0.5
+    assert env_config["probe_cuts_only"] is True  # so does the rule at the probe
+    assert policy.env_requirements()["probe_cuts_only"] is True
 
 
 def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(tmp_path):
