@@ -129,7 +129,7 @@ def export_policy(
     default the current one, and its `controls`), so the file names the observations its
     weights read. A policy that sets knobs besides the LR also records them (`controls`)
     and their factors and bounds (`knobs`), one trained under the safety net its ceiling
-    (`max_step_ratio`), one trained without raises at the probe `probe_cuts_only`.
+    (`max_step_ratio`), and one trained without raises at the probe `probe_cuts_only`.
     """
     first = next(iter(nets.values()))
     features_version = env_config.get("features_version", FEATURES_VERSION)
