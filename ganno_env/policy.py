@@ -55,8 +55,8 @@ class PolicyNet(nn.Module):
     def __init__(self, obs_size: int, out_size: int, hidden: Sequence[int] = (64, 64)):
         super().__init__()
         self.obs_size, self.out_size, self.hidden = obs_size, out_size, tuple(hidden)
-        self.pi = _mlp(obs_size, hidden, out_size)
-        self.vf = _mlp(obs_size, hidden, 1)
+        self.pi = mlp(obs_size, hidden, out_size)
+        self.vf = mlp(obs_size, hidden, 1)
         with torch.no_grad():  # small last layers: near-uniform first policy, values near 0
             self.pi[-1].weight.mul_(0.01)
             self.vf[-1].weight.mul_(0.01)
@@ -68,7 +68,8 @@ class PolicyNet(nn.Module):
         return self.vf(obs).squeeze(-1)
 
 
-def _mlp(size: int, hidden: Sequence[int], out: int) -> nn.Sequential:
+def mlp(size: int, hidden: Sequence[int], out: int) -> nn.Sequential:
+    """Linear layers of the `hidden` widths with tanh between them, then a linear output."""
     layers: list[nn.Module] = []
     for width in hidden:
         layers += [nn.Linear(size, width), nn.Tanh()]

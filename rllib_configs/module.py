@@ -22,7 +22,7 @@ from ray.rllib.core.rl_module.apis import ValueFunctionAPI
 from ray.rllib.core.rl_module.torch import TorchRLModule
 from torch import nn
 
-from ganno_env.policy import PolicyNet
+from ganno_env.policy import PolicyNet, mlp
 
 DEFAULT_HIDDEN = (64, 64)
 
@@ -68,12 +68,7 @@ class GannoRLModule(TorchRLModule, ValueFunctionAPI):
 
 def central_critic(obs_size: int, hidden: tuple[int, ...]) -> nn.Sequential:
     """A value MLP of the same shape as `PolicyNet`'s critic, over a longer observation."""
-    layers: list[nn.Module] = []
-    size = obs_size
-    for width in hidden:
-        layers += [nn.Linear(size, width), nn.Tanh()]
-        size = width
-    layers.append(nn.Linear(size, 1))
+    critic = mlp(obs_size, hidden, 1)
     with torch.no_grad():  # values near 0 at the start, as PolicyNet's
-        layers[-1].weight.mul_(0.01)
-    return nn.Sequential(*layers)
+        critic[-1].weight.mul_(0.01)
+    return critic
