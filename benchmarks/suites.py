@@ -77,7 +77,16 @@ DEFAULT_SEEDS = tuple(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + 10))
 DEFAULT_ORACLE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")  # read from files, not bundled
 # Seeds and inline conditions may not fix the seed: the suite's seeds set it per run.
-SPEC_FIELDS = ("task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth")
+SPEC_FIELDS = (
+    "task",
+    "initial_lr",
+    "init_scale",
+    "grad_scale",
+    "batch_size",
+    "width",
+    "depth",
+    "input_scale",
+)
 
 
 class SuiteError(FileProblems):
@@ -291,7 +300,8 @@ def _condition_problems(conditions: Any, known: Mapping[str, Condition]) -> list
         for name in conditions:
             if not isinstance(name, str):
                 problems.append(f"condition {name!r}; allowed: a condition name (str)")
-            elif name in seen:
+                continue
+            if name in seen:
                 problems.append(f"condition {name!r} is listed twice")
             elif name not in known:
                 problems.append(f"condition {name!r} is unknown; known: {sorted(known)}")

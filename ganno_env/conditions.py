@@ -31,6 +31,7 @@ CONDITION_FIELDS = (
     "batch_size",
     "width",
     "depth",
+    "input_scale",
     "seed",
 )
 CONDITIONS_VERSION = "conditions_v0"
@@ -40,7 +41,12 @@ DEFAULT_INITIAL_LR = 0.01
 HELD_OUT_SEED_START = 1_000_000
 SPEC_KINDS = ("choice", "log_uniform", "uniform", "int_uniform")
 # the defaults that do not depend on the task (a mixture's parts may leave these unset)
-FIXED_DEFAULTS = {"initial_lr": DEFAULT_INITIAL_LR, "init_scale": 1.0, "grad_scale": 1.0}
+FIXED_DEFAULTS = {
+    "initial_lr": DEFAULT_INITIAL_LR,
+    "init_scale": 1.0,
+    "grad_scale": 1.0,
+    "input_scale": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,9 @@ class InitialConditions:
     batch_size: int | None = None
     width: int | None = None
     depth: int | None = None
+    # multiplies the (standardised) inputs: for the first layer, an init scale times it and
+    # an LR times its square, so the LR alone does not tell whether a step is too large
+    input_scale: float = 1.0
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +92,7 @@ def check_condition_values(values: Mapping[str, Any], where: str = "conditions")
                     f"{where}: initial_lr={value!r}; allowed: a finite number > 0, "
                     "or a non-empty list of them (one per layer)"
                 )
-        elif key in ("init_scale", "grad_scale"):
+        elif key in ("init_scale", "grad_scale", "input_scale"):
             if not _is_positive_number(value):
                 raise ValueError(f"{where}: {key}={value!r}; allowed: a finite number > 0")
         elif key == "seed":
@@ -356,7 +365,16 @@ class FileProblems(ValueError):
 
 
 TRAINING_FILE_KEYS = ("specs", "description")
-TRAINING_FIELDS = ("task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth")
+TRAINING_FIELDS = (
+    "task",
+    "initial_lr",
+    "init_scale",
+    "grad_scale",
+    "batch_size",
+    "width",
+    "depth",
+    "input_scale",
+)
 
 
 def held_out_overlap(condition: Condition, task: str = "digits_mlp") -> list[str]:

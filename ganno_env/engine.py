@@ -69,6 +69,7 @@ class PopulationTrainer:
         num_threads: int | None = None,
         grad_scales: Sequence[float] | None = None,
         updates: Sequence[tuple[str, Callable]] = (),
+        input_scales: Sequence[float] | None = None,
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
@@ -126,6 +127,13 @@ class PopulationTrainer:
         # multiplies each network's training loss (see `build`); ones: plain training
         scales = [1.0] * self.n if grad_scales is None else [float(g) for g in grad_scales]
         self.grad_scale = torch.tensor(scales, device=self.device, dtype=torch.float32)
+        # multiplies each network's inputs (see `build`); None: the data as they are
+        self.input_scale: torch.Tensor | None = None
+        if input_scales is not None and any(float(s) != 1.0 for s in input_scales):
+            shape = (self.n, 1, *[1] * (self.x_train.dim() - 1))
+            self.input_scale = torch.tensor(
+                [float(s) for s in input_scales], device=self.device, dtype=torch.float32
+            ).view(shape)
         self._previous_mean_grad: torch.Tensor | None = None  # laid out as `flat`
         self.steps_done = 0
         # per-layer hyperparameters besides the LR, each a change to the step's direction
@@ -142,13 +150,17 @@ class PopulationTrainer:
         seeds: Sequence[int],
         init_scales: Sequence[float],
         grad_scales: Sequence[float] | None = None,
+        input_scales: Sequence[float] | None = None,
         **kwargs,
     ) -> PopulationTrainer:
         """Build the population from a module factory; network i depends only on seeds[i].
 
         `grad_scales` multiply each network's training loss, hence its gradients: for SGD the
         same as multiplying its LRs, without the LRs' values showing it (training conditions
-        randomise it so that agents must read the step size from the gradients)."""
+        randomise it so that agents must read the step size from the gradients).
+        `input_scales` multiply each network's inputs (train, val and test alike): for the
+        first layer, the same as an init scale times it and an LR times its square, so a
+        step that the LR alone would make safe can be too large."""
         modules, data_seeds = [], []
         for seed, scale in zip(seeds, init_scales):
             init_seed, data_seed = np.random.SeedSequence(int(seed)).generate_state(2)
@@ -162,7 +174,10 @@ class PopulationTrainer:
             init_parameters(module, torch.Generator().manual_seed(int(init_seed)), scale)
             modules.append(module)
             data_seeds.append(int(data_seed))
-        return cls(modules, data, batch_size, data_seeds, grad_scales=grad_scales, **kwargs)
+        return cls(
+            modules, data, batch_size, data_seeds, grad_scales=grad_scales,
+            input_scales=input_scales, **kwargs,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- training
     def probe(self) -> tuple[torch.Tensor, LayerStats]:
@@ -360,7 +375,10 @@ class PopulationTrainer:
 
     def _evaluate(self, split: str, accuracy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         x, y = (self.x_val, self.y_val) if split == "val" else (self.x_test, self.y_test)
-        out = self._forward(self.params, x, shared=True)
+        shared = self.input_scale is None
+        if not shared:  # each network sees the inputs at its own scale
+            x = self.input_scale * x
+        out = self._forward(self.params, x, shared=shared)
         y = y.expand(self.n, *y.shape)
         losses = self._loss_from_outputs(out, y)
         if not (self.classification and accuracy):
@@ -454,6 +472,8 @@ class PopulationTrainer:
         """Inputs and targets [N, B, ...] of the minibatch `indices` [N, B]."""
         rows = indices.flatten()  # index_select: a third of the cost of x[indices]
         x = self.x_train.index_select(0, rows).view(*indices.shape, *self.x_train.shape[1:])
+        if self.input_scale is not None:
+            x = x.mul_(self.input_scale)
         y = self.y_train.index_select(0, rows).view(*indices.shape, *self.y_train.shape[1:])
         return x, y
 

@@ -378,6 +378,7 @@ class LayerwiseLREnv(ParallelEnv):
             seeds=[c.seed for c in conditions],
             init_scales=[c.init_scale for c in conditions],
             grad_scales=[c.grad_scale for c in conditions],
+            input_scales=[c.input_scale for c in conditions],
             optimizer=self.config.optimizer,
             # a controlled momentum is a knob's update, starting from this setting
             momentum=0.0 if "momentum" in self.config.controls else self.config.momentum,

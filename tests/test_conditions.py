@@ -39,6 +39,7 @@ def training_value(field, sample):
 
 TRAINING_CONDITIONS = (
     "train", "train_wide", "train_tasks", "train_depths", "train_hot", "train_wide_hot",
+    "train_wide_inputs",
 )  # fmt: skip
 
 
@@ -52,7 +53,10 @@ def test_held_out_conditions_are_never_sampled_by_train(held_out, training):
     for seed in range(50):
         sample = condition.sample(rng, seed)
         outside = []
-        fields = ("task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth")
+        fields = (
+            "task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth",
+            "input_scale",
+        )  # fmt: skip
         for field in fields:
             value = training_value(field, sample)
             spec = train.specs.get(field, training_value(field, train.sample(rng, 0)))
@@ -93,7 +97,8 @@ def test_bad_specs_name_the_condition_and_field():
     with pytest.raises(ValueError, match="'mine'.*init_scale"):
         Condition("mine", {"init_scale": {"choice": [1.0, -1.0]}})
     assert set(CONDITION_FIELDS) == {
-        "task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth", "seed"
+        "task", "initial_lr", "init_scale", "grad_scale", "batch_size", "width", "depth",
+        "input_scale", "seed",
     }  # fmt: skip
 
 

@@ -294,6 +294,44 @@ def test_network_equals_a_population_of_one_with_its_seed():
         assert_module_matches(trainer, i, dict(alone.module(0).named_parameters()), **TIGHT)
 
 
+def scaled_inputs(data: DataSplits, scale: float) -> DataSplits:
+    """The same data with every split's inputs multiplied by `scale`."""
+    return DataSplits(
+        scale * data.x_train, data.y_train, scale * data.x_val, data.y_val,
+        scale * data.x_test, data.y_test, data.num_outputs, data.kind, data.name,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "make_module, image_shape",
+    [(make_mlp(), (10,)), (make_cnn(), (1, 8, 8)), (lambda: Normed(), (10,))],
+    ids=["mlp", "cnn", "vmap"],
+)
+def test_each_network_trains_and_evaluates_on_its_own_input_scale(make_module, image_shape):
+    """Network i with input scale s trains as a population of one on inputs times s."""
+    data = classification_data(image_shape)
+    input_scales = (2.0, 0.5, 1.0)
+    trainer = PopulationTrainer.build(
+        make_module, data, BATCH, SEEDS, SCALES, input_scales=input_scales
+    )
+    lrs = torch.full((3, trainer.num_layers), 0.05)
+    probe_losses, _ = trainer.probe()
+    trainer.train(lrs, 5)
+    val, test = trainer.evaluate("val")[0], trainer.evaluate("test")[0]
+    for i, (seed, scale) in enumerate(zip(SEEDS, input_scales)):
+        alone = PopulationTrainer.build(
+            make_module, scaled_inputs(data, scale), BATCH, [seed], [SCALES[i]]
+        )
+        torch.testing.assert_close(probe_losses[i], alone.probe()[0][0], **TIGHT)
+        alone.train(lrs[i : i + 1], 5)
+        assert_module_matches(trainer, i, dict(alone.module(0).named_parameters()), **TIGHT)
+        torch.testing.assert_close(val[i], alone.evaluate("val")[0][0], **TIGHT)
+        torch.testing.assert_close(test[i], alone.evaluate("test")[0][0], **TIGHT)
+    # the scales matter: a network scaled by 2 is not the network with plain inputs
+    plain = PopulationTrainer.build(make_module, data, BATCH, SEEDS[:1], SCALES[:1])
+    assert not torch.allclose(plain.evaluate("val")[0][0], trainer.evaluate("val")[0][0])
+
+
 # ----------------------------------------------------------------------- 2. gradients
 @pytest.mark.parametrize("make_module", [make_mlp(), lambda: Normed()], ids=["mlp", "vmap"])
 def test_gradients_and_probe_stats_match_reference(make_module):
