@@ -179,6 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["max_step_ratio"] = args.max_step_ratio
     if args.probe_cuts_only:
         env_config["probe_cuts_only"] = True
+    if args.fallback_step_ratio is not None:
+        env_config["fallback_step_ratio"] = args.fallback_step_ratio
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -369,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="safety net: no layer's LR above the one whose SGD step changes its weights by "
         "this fraction (default: the preset's, none)",
+    )
+    train.add_argument(
+        "--fallback-step-ratio",
+        type=_positive_float,
+        default=None,
+        help="fallback: a network with a layer whose SGD step changes its weights by more "
+        "than this fraction has every LR cut by the smallest factor instead of the agents' "
+        "actions (default: the preset's, none)",
     )
     train.add_argument(
         "--probe-cuts-only",

@@ -59,6 +59,7 @@ class EnvConfig:
     weight_decay: float = 0.0
     max_step_ratio: float | None = None
     probe_cuts_only: bool = False
+    fallback_step_ratio: float | None = None
 
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
@@ -108,6 +109,11 @@ class EnvConfig:
             raise ValueError(
                 f"max_step_ratio={self.max_step_ratio!r}; allowed: None (no ceiling) or a "
                 "finite number > 0"
+            )
+        if self.fallback_step_ratio is not None and not _positive(self.fallback_step_ratio):
+            raise ValueError(
+                f"fallback_step_ratio={self.fallback_step_ratio!r}; allowed: None (no "
+                "fallback) or a finite number > 0"
             )
         if not isinstance(self.probe_cuts_only, bool):
             raise ValueError(f"probe_cuts_only={self.probe_cuts_only!r}; allowed: True or False")

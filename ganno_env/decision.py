@@ -62,12 +62,17 @@ class DecisionCore:
     step ratio that training shows, no step beyond that can be taken. `probe_cuts_only`:
     at the first decision (the probe: one gradient, no update, no loss change seen yet) an
     LR may be cut or kept but not raised; a raise waits for the first interval's evidence.
+    `fallback_step_ratio` (None: off): a network any of whose layers' step ratio at the LR
+    in force exceeds it has left the support the agents were trained on, where their
+    actions mean nothing; at that decision every layer's LR is cut by the smallest LR
+    factor instead.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
     `val_loss`, `train_loss` [N] (capped, finite); `diverged` [N]; `feature_reference`;
     `observations` [N, L, F], the latest; `lr_ceiling` [N, L], the highest LR the safety
-    net allows now (inf when off); `decisions`, the actions applied so far.
+    net allows now (inf when off); `fallback_lr` [N, L], the LR above which a layer's step
+    triggers the fallback (inf when off); `decisions`, the actions applied so far.
     `state_dict` / `load_state_dict` save and restore it.
     """
 
@@ -83,6 +88,7 @@ class DecisionCore:
         knob_settings: Mapping[str, Mapping[str, Any]] | None = None,
         max_step_ratio: float | None = None,
         probe_cuts_only: bool = False,
+        fallback_step_ratio: float | None = None,
     ):
         feature_set(features_version)  # ValueError naming the known versions
         self.features_version = int(features_version)
@@ -97,6 +103,9 @@ class DecisionCore:
         self.max_cycles = int(max_cycles)
         self.max_step_ratio = None if max_step_ratio is None else float(max_step_ratio)
         self.probe_cuts_only = bool(probe_cuts_only)
+        self.fallback_step_ratio = (
+            None if fallback_step_ratio is None else float(fallback_step_ratio)
+        )
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -108,6 +117,7 @@ class DecisionCore:
         self.feature_reference: FeatureReference | None = None
         self.observations: np.ndarray | None = None
         self.lr_ceiling: np.ndarray | None = None
+        self.fallback_lr: np.ndarray | None = None
 
     @property
     def lrs(self) -> np.ndarray | None:
@@ -156,8 +166,9 @@ class DecisionCore:
         the LR's column."""
         if "values" not in state and "lrs" in state:
             state = {**state, **{new: _column(state[old]) for old, new in _OLD_NAMES.items()}}
-        if "lr_ceiling" not in state and "values" in state:  # saved before the safety net
-            state = {**state, "lr_ceiling": _no_ceiling(state["values"])}
+        for name in ("lr_ceiling", "fallback_lr"):  # saved before the safety net, fallback
+            if name not in state and "values" in state:
+                state = {**state, name: _no_ceiling(state["values"])}
         missing = sorted({"decisions", "feature_reference", *_STATE_ARRAYS} - set(state))
         if missing:
             raise ValueError(f"decision state lacks {missing}; pass what state_dict() returned")
@@ -202,7 +213,8 @@ class DecisionCore:
         self.train_loss = self.safe(train_loss)
         self.diverged = np.zeros(len(val_loss), dtype=bool)
         self.feature_reference = FeatureReference.at_start(self.lrs, stats)
-        self.lr_ceiling = self._ceiling(stats)
+        self.lr_ceiling = self._ceiling(stats, self.max_step_ratio)
+        self.fallback_lr = self._ceiling(stats, self.fallback_step_ratio)
         ones = np.ones(len(val_loss))
         return self._observe(stats, ones, 0 * ones)
 
@@ -223,7 +235,12 @@ class DecisionCore:
         previous, self.val_loss = self.val_loss, capped
         self.train_loss = np.where(live, self.safe(train_loss), self.train_loss)
         self.diverged |= diverged_now
-        self.lr_ceiling = np.where(live[:, None], self._ceiling(stats), self.lr_ceiling)
+        self.lr_ceiling = np.where(
+            live[:, None], self._ceiling(stats, self.max_step_ratio), self.lr_ceiling
+        )
+        self.fallback_lr = np.where(
+            live[:, None], self._ceiling(stats, self.fallback_step_ratio), self.fallback_lr
+        )
         observations = self._observe(
             stats, self.val_loss / self.initial_val_loss, np.log(capped) - np.log(previous)
         )
@@ -286,6 +303,11 @@ class DecisionCore:
         new_values[..., 0] = np.minimum(new_values[..., 0], self.lr_ceiling)
         if self.probe_cuts_only and self.decisions == 0:  # no raise before any evidence
             new_values[..., 0] = np.minimum(new_values[..., 0], self.values[..., 0])
+        # outside the training support: the smallest factor on every layer of the network
+        outside = (self.values[..., 0] > self.fallback_lr).any(1)
+        if outside.any():
+            cut = np.maximum(self.values[..., 0] * self.lr_factors.min(), self.lr_bounds[0])
+            new_values[..., 0] = np.where(outside[:, None], cut, new_values[..., 0])
         live = self._live(live)[:, None, None]
         self.last_log_factors = np.log(requested / current)
         self.values = np.where(live, new_values, self.values)
@@ -293,15 +315,16 @@ class DecisionCore:
         return self.lrs
 
     # ------------------------------------------------------ caps and safe values
-    def _ceiling(self, stats: LayerStats) -> np.ndarray:
-        """The highest LR [N, L] the safety net allows after these statistics: the LR whose
-        step ratio is `max_step_ratio`, never below the lower LR bound; inf when off."""
-        if self.max_step_ratio is None:  # no copy off the device for nothing
+    def _ceiling(self, stats: LayerStats, step_ratio: float | None) -> np.ndarray:
+        """The LR [N, L] whose step ratio after these statistics is `step_ratio` (the safety
+        net's ceiling, the fallback's threshold), never below the lower LR bound; inf when
+        `step_ratio` is None (off)."""
+        if step_ratio is None:  # no copy off the device for nothing
             return np.full(tuple(stats.weight_rms.shape), np.inf)
         weight_rms = _array(stats.weight_rms).astype(np.float64)
         grad_rms = _array(stats.grad_rms).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
-            ceiling = self.max_step_ratio * weight_rms / grad_rms
+            ceiling = step_ratio * weight_rms / grad_rms
         ceiling = np.where(np.isfinite(ceiling), ceiling, np.inf)  # no gradient: no ceiling
         return np.maximum(ceiling, self.lr_bounds[0])
 
@@ -324,6 +347,7 @@ _STATE_ARRAYS = (
     "diverged",
     "observations",
     "lr_ceiling",
+    "fallback_lr",
 )
 _REFERENCE_ARRAYS = ("lrs", "weight_rms", "grad_rms")
 _OLD_NAMES = {"lrs": "values", "last_log_factor": "last_log_factors"}  # before knobs
@@ -335,7 +359,7 @@ def _column(tensor: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def _no_ceiling(values: torch.Tensor | None) -> torch.Tensor | None:
-    """`lr_ceiling` for a state saved before the safety net: inf for every layer."""
+    """`lr_ceiling` or `fallback_lr` for a state saved before them: inf for every layer."""
     return None if values is None else torch.full(values.shape[:2], float("inf"))
 
 

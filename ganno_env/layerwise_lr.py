@@ -106,7 +106,7 @@ max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
 val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0,
-max_step_ratio=None, probe_cuts_only=False)``
+max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -147,6 +147,11 @@ max_step_ratio=None, probe_cuts_only=False)``
 * `probe_cuts_only`: False (default), or True: at the first decision (the probe, before any
   update) the agents may cut or keep each LR but not raise it; a raise asked for there
   keeps the LR. Recorded by the policy like `max_step_ratio`.
+* `fallback_step_ratio`: None (default) for none. At any decision, a network any of whose
+  layers' step ratio at the LR in force (as for `max_step_ratio`) exceeds this number has
+  every layer's LR cut by the smallest of `lr_factors` instead of its agents' actions:
+  beyond the largest step that training shows, the policy's answer is an extrapolation.
+  Recorded by the policy like `max_step_ratio`.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
@@ -320,6 +325,7 @@ class LayerwiseLREnv(ParallelEnv):
             self.config.controls,
             max_step_ratio=self.config.max_step_ratio,
             probe_cuts_only=self.config.probe_cuts_only,
+            fallback_step_ratio=self.config.fallback_step_ratio,
         )
         self.knobs = get_knobs(self.config.controls)
         obs_low, obs_high = observation_bounds(self.config.features_version, self.config.controls)

@@ -130,7 +130,8 @@ def export_policy(
     default the current one, and its `controls`), so the file names the observations its
     weights read. A policy that sets knobs besides the LR also records them (`controls`)
     and their factors and bounds (`knobs`), one trained under the safety net its ceiling
-    (`max_step_ratio`), and one trained without raises at the probe `probe_cuts_only`.
+    (`max_step_ratio`), one trained with the fallback its threshold (`fallback_step_ratio`),
+    and one trained without raises at the probe `probe_cuts_only`.
     """
     first = next(iter(nets.values()))
     features_version = env_config.get("features_version", FEATURES_VERSION)
@@ -167,6 +168,8 @@ def export_policy(
         payload["knobs"] = control_settings(make_controls(controls, lr_factors, lr_bounds))
     if env_config.get("max_step_ratio") is not None:  # files without the safety net as before
         payload["max_step_ratio"] = float(env_config["max_step_ratio"])
+    if env_config.get("fallback_step_ratio") is not None:
+        payload["fallback_step_ratio"] = float(env_config["fallback_step_ratio"])
     if env_config.get("probe_cuts_only"):
         payload["probe_cuts_only"] = True
     torch.save(payload, path)
@@ -220,6 +223,7 @@ class PolicyController(Controller):
             # the safety net's ceiling changes which LR an action ends at (None: off)
             "max_step_ratio": self.payload.get("max_step_ratio"),
             "probe_cuts_only": bool(self.payload.get("probe_cuts_only", False)),
+            "fallback_step_ratio": self.payload.get("fallback_step_ratio"),
         }
         if len(self.controls) > 1:
             needed["controls"] = tuple(c.name for c in self.controls)

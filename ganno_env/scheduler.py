@@ -172,6 +172,7 @@ class GannoScheduler:
             payload.get("knobs"),
             payload.get("max_step_ratio"),
             bool(payload.get("probe_cuts_only", False)),
+            payload.get("fallback_step_ratio"),
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer

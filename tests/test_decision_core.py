@@ -116,11 +116,47 @@ def test_probe_cuts_only_keeps_a_raise_at_the_probe_and_allows_it_after():
     np.testing.assert_allclose(free.apply_actions({(0, 0): 2}), [[0.4, 0.1, 0.1]])
 
 
+def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_support():
+    core = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4,
+                        fallback_step_ratio=0.1)  # fmt: skip
+    # step ratios at LR 1: network 0's last layer 0.2 (outside), network 1's all 0.05
+    probe = _stats([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]], [[0.01, 0.05, 0.2], [0.05] * 3])
+    core.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
+    np.testing.assert_allclose(core.fallback_lr, [[10.0, 2.0, 0.5], [2.0, 2.0, 2.0]])
+    raise_all = {(i, j): 2 for i in range(2) for j in range(3)}
+    lrs = core.apply_actions(raise_all)
+    np.testing.assert_allclose(lrs, [[0.25] * 3, [4.0] * 3])  # network 1 acts as it asks
+    np.testing.assert_allclose(core.last_log_factor, np.log(4.0))  # what the agents asked
+
+    # the threshold follows the latest statistics: network 1's raise now takes it outside
+    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 0.05)), [1.0, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(core.apply_actions(raise_all), [[1.0] * 3, [1.0] * 3])
+    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 1e6)), [1.0, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(core.apply_actions({}), [[0.25] * 3, [0.25] * 3])
+    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 1e6)), [1.0, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(core.apply_actions({}), [[0.0625] * 3, [0.0625] * 3])
+
+    # never below the lower LR bound, where the fallback stops cutting
+    low = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4,
+                       fallback_step_ratio=0.1)  # fmt: skip
+    low.start(
+        np.full((1, 3), 2e-4), _stats(torch.ones(1, 3), torch.full((1, 3), 1e6)), [2.0], [2.0]
+    )
+    np.testing.assert_allclose(low.apply_actions({}), [[1e-4] * 3])
+    low.measure(_stats(torch.ones(1, 3), torch.full((1, 3), 1e6)), [1.0], [1.0])
+    np.testing.assert_allclose(low.apply_actions({(0, 0): 2}), [[4e-4, 1e-4, 1e-4]])
+
+    off = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4)
+    off.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
+    np.testing.assert_allclose(off.apply_actions(raise_all), 4.0)
+
+
 def test_a_state_saved_before_the_safety_net_loads_without_a_ceiling():
     core = DecisionCore("discrete", (0.5, 1.0, 2.0), (1e-4, 1.0), 10.0, 4, max_step_ratio=0.1)
     core.start(np.full((2, 3), 0.5), _stats(torch.ones(2, 3), torch.ones(2, 3)), [1, 1], [1, 1])
     state = core.state_dict()
     np.testing.assert_allclose(state["lr_ceiling"].numpy(), 0.1)
-    del state["lr_ceiling"]
+    del state["lr_ceiling"], state["fallback_lr"]
     core.load_state_dict(state)
     assert core.lr_ceiling.shape == (2, 3) and np.isinf(core.lr_ceiling).all()
+    assert core.fallback_lr.shape == (2, 3) and np.isinf(core.fallback_lr).all()
