@@ -30,6 +30,7 @@ from ganno_env import layerwise_lr_v1
         ({"max_step_ratio": 0.0}, ["max_step_ratio", "0.0", "None", "> 0"]),
         ({"max_step_ratio": float("inf")}, ["max_step_ratio", "finite"]),
         ({"probe_cuts_only": "yes"}, ["probe_cuts_only", "'yes'", "True or False"]),
+        ({"fallback_step_ratio": -1}, ["fallback_step_ratio", "-1", "None", "> 0"]),
         ({"conditions": "unseen"}, ["conditions", "'unseen'", "train"]),
         ({"conditions": {"depth": -1}}, ["depth", ">= 0"]),
         ({"conditions": {"colour": 1}}, ["colour", "initial_lr"]),
@@ -95,6 +96,7 @@ config_values = {
     "val_limit": st.one_of(st.integers(-1, 100), anything),
     "max_step_ratio": st.one_of(st.floats(-1, 2), anything),
     "probe_cuts_only": st.one_of(st.booleans(), anything),
+    "fallback_step_ratio": st.one_of(st.floats(-1, 2), anything),
 }
 
 

@@ -82,6 +82,23 @@ def test_same_decisions_and_losses_as_the_env_without_raises_at_the_probe(tmp_pa
         run_env(policy_path)
 
 
+def test_same_decisions_and_losses_as_the_env_under_the_fallback(tmp_path):
+    ratio = 2e-3  # small enough to take the network outside at some decisions of this run
+    policy_path = random_policy(tmp_path / "fb.pt", env_config={"fallback_step_ratio": ratio})
+    records, model, batches, data = run_env(policy_path, fallback_step_ratio=ratio)
+    free, *_ = run_env(random_policy(tmp_path / "free.pt"))
+    assert [r["lrs"] for r in records] != [r["lrs"] for r in free], "the fallback must act here"
+    smallest = 0.5  # the env's default factors: every layer cut by it at once
+    assert any(
+        np.allclose(after["lrs"], np.multiply(before["lrs"], smallest))
+        for before, after in zip(records, records[1:])
+    )
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(policy_path, optimizer, records, model, batches, data)
+    with pytest.raises(ValueError, match="fallback_step_ratio=None.*fallback_step_ratio=0.002"):
+        run_env(policy_path)
+
+
 def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
     """A scheduler on an ordinary loop over the env's minibatches observes, decides and
     loses exactly what the env did; returns its LRs [decision, layer]."""

@@ -138,6 +138,12 @@ def test_every_problem_of_a_suite_file_is_one_line_before_any_run(tmp_path, caps
     outside = user_suite(conditions={"huge": {"specs": {"initial_lr": 50.0}}})
     assert bench("--suite", write(tmp_path / "o.json", outside), "--out", out) == 2
     assert "condition 'huge'" in capsys.readouterr().err and not out.exists()
+    # a list of conditions holds names: an inline condition there is named, not a crash
+    mixed = user_suite(conditions=["train", {"specs": {}}, "train"])
+    assert bench("--suite", write(tmp_path / "m.json", mixed), "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "condition {'specs': {}}; allowed: a condition name (str)" in err
+    assert "condition 'train' is listed twice" in err and not out.exists()
 
 
 def test_cifar_conditions_are_skipped_without_their_files_and_run_with_them(tmp_path, capsys):
