@@ -35,6 +35,7 @@ import numpy as np
 from ganno_env.conditions import (
     CONDITIONS_VERSION,
     HELD_OUT_SEED_START,
+    TRAINING_FIELDS,
     Condition,
     FileProblems,
     get_condition,
@@ -77,16 +78,7 @@ DEFAULT_SEEDS = tuple(range(HELD_OUT_SEED_START, HELD_OUT_SEED_START + 10))
 DEFAULT_ORACLE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 FILE_DATASETS = ("fashion_mnist", "mnist", "cifar10")  # read from files, not bundled
 # Seeds and inline conditions may not fix the seed: the suite's seeds set it per run.
-SPEC_FIELDS = (
-    "task",
-    "initial_lr",
-    "init_scale",
-    "grad_scale",
-    "batch_size",
-    "width",
-    "depth",
-    "input_scale",
-)
+SPEC_FIELDS = TRAINING_FIELDS
 
 
 class SuiteError(FileProblems):

@@ -365,16 +365,8 @@ class FileProblems(ValueError):
 
 
 TRAINING_FILE_KEYS = ("specs", "description")
-TRAINING_FIELDS = (
-    "task",
-    "initial_lr",
-    "init_scale",
-    "grad_scale",
-    "batch_size",
-    "width",
-    "depth",
-    "input_scale",
-)
+# every field but the seed, which training and the suites draw or set per run themselves
+TRAINING_FIELDS = tuple(key for key in CONDITION_FIELDS if key != "seed")
 
 
 def held_out_overlap(condition: Condition, task: str = "digits_mlp") -> list[str]:
