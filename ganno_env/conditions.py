@@ -256,9 +256,9 @@ def mixture(
         raise ValueError(f"mixture {name!r}: weights {weights}; allowed: finite numbers > 0")
     envelope = {}
     for key in CONDITION_FIELDS:
+        if all(key not in part.specs for part, _ in parts):
+            continue  # every part draws the default
         specs = [part.specs.get(key, FIXED_DEFAULTS.get(key)) for part, _ in parts]
-        if all(spec is None for spec in specs):
-            continue
         envelope[key] = join_specs(specs, f"mixture {name!r}: {key}")
     held_out = any(part.held_out for part, _ in parts)
     return Condition(name, envelope, description, held_out, tuple(parts))
