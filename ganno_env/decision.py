@@ -307,6 +307,7 @@ class DecisionCore:
         outside = (self.values[..., 0] > self.fallback_lr).any(1)
         if outside.any():
             cut = np.maximum(self.values[..., 0] * self.lr_factors.min(), self.lr_bounds[0])
+            cut = np.minimum(cut, self.lr_ceiling)  # the safety net still holds
             new_values[..., 0] = np.where(outside[:, None], cut, new_values[..., 0])
         live = self._live(live)[:, None, None]
         self.last_log_factors = np.log(requested / current)

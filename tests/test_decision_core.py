@@ -150,6 +150,12 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     off.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
     np.testing.assert_allclose(off.apply_actions(raise_all), 4.0)
 
+    # with the safety net as well, its ceiling still holds after the fallback's cut
+    both = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4,
+                        max_step_ratio=0.01, fallback_step_ratio=0.1)  # fmt: skip
+    both.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
+    np.testing.assert_allclose(both.apply_actions({}), [[0.25, 0.2, 0.05], [0.2, 0.2, 0.2]])
+
 
 def test_a_state_saved_before_the_safety_net_loads_without_a_ceiling():
     core = DecisionCore("discrete", (0.5, 1.0, 2.0), (1e-4, 1.0), 10.0, 4, max_step_ratio=0.1)
