@@ -115,6 +115,12 @@ class EnvConfig:
                 f"fallback_step_ratio={self.fallback_step_ratio!r}; allowed: None (no "
                 "fallback) or a finite number > 0"
             )
+        if self.fallback_step_ratio is not None and min(self.lr_factors) >= 1.0:
+            raise ValueError(
+                f"fallback_step_ratio={self.fallback_step_ratio!r} cuts by the smallest LR "
+                f"factor, but lr_factors={list(self.lr_factors)!r} has none below 1; allowed: "
+                "factors with one below 1, or fallback_step_ratio=None"
+            )
         if not isinstance(self.probe_cuts_only, bool):
             raise ValueError(f"probe_cuts_only={self.probe_cuts_only!r}; allowed: True or False")
         if self.initial_lr is not None:

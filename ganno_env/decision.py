@@ -65,7 +65,7 @@ class DecisionCore:
     `fallback_step_ratio` (None: off): a network any of whose layers' step ratio at the LR
     in force exceeds it has left the support the agents were trained on, where their
     actions mean nothing; at that decision every layer's LR is cut by the smallest LR
-    factor instead.
+    factor instead, as many times as it takes to bring every layer's step back within it.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
@@ -106,6 +106,12 @@ class DecisionCore:
         self.fallback_step_ratio = (
             None if fallback_step_ratio is None else float(fallback_step_ratio)
         )
+        if self.fallback_step_ratio is not None and self.lr_factors.min() >= 1.0:
+            raise ValueError(
+                f"fallback_step_ratio={self.fallback_step_ratio!r} cuts by the smallest LR "
+                f"factor, but lr_factors={list(lr_factors)!r} has none below 1; allowed: "
+                "factors with one below 1, or fallback_step_ratio=None"
+            )
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -306,14 +312,26 @@ class DecisionCore:
         # outside the training support: the smallest factor on every layer of the network
         outside = (self.values[..., 0] > self.fallback_lr).any(1)
         if outside.any():
-            cut = np.maximum(self.values[..., 0] * self.lr_factors.min(), self.lr_bounds[0])
-            cut = np.minimum(cut, self.lr_ceiling)  # the safety net still holds
+            cut = np.minimum(self._back_inside(outside), self.lr_ceiling)  # the net holds
             new_values[..., 0] = np.where(outside[:, None], cut, new_values[..., 0])
         live = self._live(live)[:, None, None]
         self.last_log_factors = np.log(requested / current)
         self.values = np.where(live, new_values, self.values)
         self.decisions += 1
         return self.lrs
+
+    def _back_inside(self, outside: np.ndarray) -> np.ndarray:
+        """The LRs [N, L] of the `outside` networks cut by the smallest LR factor on every
+        layer, as many times as it takes to bring each layer's step within the fallback's
+        step ratio at the latest statistics (or to the lower LR bound); the others' as
+        they are."""
+        lrs = self.values[..., 0].copy()
+        factor, low = self.lr_factors.min(), self.lr_bounds[0]
+        cutting = outside.copy()
+        while cutting.any():
+            lrs[cutting] = np.maximum(lrs[cutting] * factor, low)
+            cutting &= ((lrs > self.fallback_lr) & (lrs > low)).any(1)
+        return lrs
 
     # ------------------------------------------------------ caps and safe values
     def _ceiling(self, stats: LayerStats, step_ratio: float | None) -> np.ndarray:

@@ -31,6 +31,10 @@ from ganno_env import layerwise_lr_v1
         ({"max_step_ratio": float("inf")}, ["max_step_ratio", "finite"]),
         ({"probe_cuts_only": "yes"}, ["probe_cuts_only", "'yes'", "True or False"]),
         ({"fallback_step_ratio": -1}, ["fallback_step_ratio", "-1", "None", "> 0"]),
+        (
+            {"fallback_step_ratio": 0.3, "lr_factors": (1.0, 2.0)},
+            ["fallback_step_ratio", "[1.0, 2.0]", "none below 1"],
+        ),
         ({"conditions": "unseen"}, ["conditions", "'unseen'", "train"]),
         ({"conditions": {"depth": -1}}, ["depth", ">= 0"]),
         ({"conditions": {"colour": 1}}, ["colour", "initial_lr"]),

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -131,10 +132,13 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     # the threshold follows the latest statistics: network 1's raise now takes it outside
     core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 0.05)), [1.0, 1.0], [1.0, 1.0])
     np.testing.assert_allclose(core.apply_actions(raise_all), [[1.0] * 3, [1.0] * 3])
-    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 1e6)), [1.0, 1.0], [1.0, 1.0])
-    np.testing.assert_allclose(core.apply_actions({}), [[0.25] * 3, [0.25] * 3])
-    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 1e6)), [1.0, 1.0], [1.0, 1.0])
-    np.testing.assert_allclose(core.apply_actions({}), [[0.0625] * 3, [0.0625] * 3])
+    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 0.2)), [1.0, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(core.apply_actions({}), [[0.25] * 3, [0.25] * 3])  # one cut
+    # as many cuts as it takes to bring every layer back within the threshold: at gradient
+    # RMS 10 it is LR 0.01, so LR 0.25 is cut three times, to 0.25 / 64
+    core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 10.0)), [1.0, 1.0], [1.0, 1.0])
+    np.testing.assert_allclose(core.fallback_lr, 0.01)
+    np.testing.assert_allclose(core.apply_actions(raise_all), np.full((2, 3), 0.25 / 64))
 
     # never below the lower LR bound, where the fallback stops cutting
     low = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4,
@@ -145,6 +149,9 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     np.testing.assert_allclose(low.apply_actions({}), [[1e-4] * 3])
     low.measure(_stats(torch.ones(1, 3), torch.full((1, 3), 1e6)), [1.0], [1.0])
     np.testing.assert_allclose(low.apply_actions({(0, 0): 2}), [[4e-4, 1e-4, 1e-4]])
+
+    with pytest.raises(ValueError, match=r"lr_factors=\[1.0, 2.0\] has none below 1"):
+        DecisionCore("discrete", (1.0, 2.0), (1e-4, 10.0), 10.0, 4, fallback_step_ratio=0.1)
 
     off = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4)
     off.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
