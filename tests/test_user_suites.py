@@ -261,3 +261,27 @@ def test_the_constant_lr_diagnostic_suite_of_the_docs_runs(tmp_path):
         assert all(lrs == first for lrs in record["lr_schedule"]), record["condition"]
     high = next(r for r in records if r["condition"] == "unseen_lr_high")
     assert min(abs(high["lr_schedule"][0][0] - lr) for lr in (1.0, 3.0)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("constant_lr_inputs.json", {"wide_inputs": (0.5, 3.0), "hot_inputs": (0.5, 3.0),
+                                     "hot_inputs_large": (1.5, 3.0)}),
+        ("beyond_lr.json", {"lr_5": None, "lr_10": None}),
+    ],
+)  # fmt: skip
+def test_the_other_diagnostic_suites_of_the_docs_run(tmp_path, name, expected):
+    """The suites docs/results.md names for scaled inputs and for LRs beyond the held-out
+    ones: each condition runs, with the input scale or the initial LR its specs give."""
+    suite = Path(__file__).resolve().parent.parent / "docs" / "suites" / name
+    out = tmp_path / "bench"
+    assert bench("--suite", suite, "--controllers", "constant", "--seeds", 1, "--out", out) == 0
+    records = {r["condition"]: r for r in read_results(out / "results.jsonl")}
+    assert set(records) == set(expected)
+    for condition, scales in expected.items():
+        drawn = records[condition]["conditions"]
+        if scales is not None:
+            assert scales[0] <= drawn["input_scale"] <= scales[1], condition
+        else:
+            assert drawn["initial_lr"] == float(condition.split("_")[1])
