@@ -175,6 +175,38 @@ def export_policy(
     torch.save(payload, path)
 
 
+def add_fallback(path: str | os.PathLike, out: str | os.PathLike, step_ratio: float = 0.33) -> Path:
+    """Write a copy of a policy file that runs under the fallback (`fallback_step_ratio`).
+
+    For a policy trained without it: the benchmark, `make_env` and `GannoScheduler` then
+    cut every layer of a network whose step leaves the training support, where the policy
+    would extrapolate (docs/results.md, "The fallback at run time only": it changed nothing
+    but the runs at LR 3 and beyond). The default is the largest step ratio that `train_wide`
+    shows (`python -m benchmarks.step_ratios`). The copy records `extra["fallback_added"]`,
+    so its results say that the fallback came after training. ValueError for a ratio that
+    is not a finite number > 0, a policy trained with another fallback, or one whose LR
+    factors have none below 1.
+    """
+    payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
+    if not (isinstance(step_ratio, (int, float)) and 0 < step_ratio < float("inf")):
+        raise ValueError(f"step_ratio={step_ratio!r}; allowed: a finite number > 0")
+    trained = payload.get("fallback_step_ratio")
+    if trained is not None and float(trained) != float(step_ratio):
+        raise ValueError(
+            f"the policy was trained with fallback_step_ratio={trained!r}; allowed: that value"
+        )
+    if min(payload["lr_factors"]) >= 1.0:
+        raise ValueError(
+            f"the policy's lr_factors={payload['lr_factors']!r} have none below 1, so the "
+            "fallback cannot cut; allowed: a policy with a factor below 1"
+        )
+    payload["fallback_step_ratio"] = float(step_ratio)
+    if trained is None:
+        payload["extra"] = {**payload.get("extra", {}), "fallback_added": float(step_ratio)}
+    torch.save(payload, out)
+    return Path(out)
+
+
 def policy_controls(payload: Mapping[str, Any]) -> tuple[Control, ...]:
     """The knobs a policy sets, with its factors and bounds (files without `controls`: the
     LR alone)."""

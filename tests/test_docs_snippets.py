@@ -94,6 +94,7 @@ def torchrl_import(namespace: dict[str, Any]) -> None:
 SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "import torch"): local_policy,
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): scheduler_loop,  # noqa: E501
+    ("README.md", "from ganno_env import add_fallback"): scheduler_loop,
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
 }  # fmt: skip
 
@@ -107,6 +108,10 @@ def _check_decisions(ns: dict[str, Any]) -> None:
     assert [h["step"] for h in ns["scheduler"].history] == [0, 25]
 
 
+def _check_guarded(ns: dict[str, Any]) -> None:
+    assert ns["scheduler"].core.fallback_step_ratio == 0.33  # the pretrained policy, guarded
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -115,6 +120,7 @@ def _check_groups(ns: dict[str, Any]) -> None:
 CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "import torch"): _check_policy_rollout,
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): _check_decisions,  # noqa: E501
+    ("README.md", "from ganno_env import add_fallback"): _check_guarded,
     ("docs/torchrl.md", "pop = 4"): _check_groups,
 }  # fmt: skip
 

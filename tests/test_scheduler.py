@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganno_env import GannoScheduler
+from ganno_env import GannoScheduler, add_fallback, load_policy
 from ganno_env.features import FEATURE_NAMES
 from ganno_env.models import MLP
 from tests.helpers import random_policy, recorded_episode, replay, train_steps
@@ -97,6 +97,30 @@ def test_same_decisions_and_losses_as_the_env_under_the_fallback(tmp_path):
     assert_replays_the_env(policy_path, optimizer, records, model, batches, data)
     with pytest.raises(ValueError, match="fallback_step_ratio=None.*fallback_step_ratio=0.002"):
         run_env(policy_path)
+
+
+def test_a_fallback_added_after_training_runs_in_the_env_and_the_scheduler_alike(tmp_path):
+    ratio = 2e-3
+    trained_without = random_policy(tmp_path / "free.pt")
+    guarded = add_fallback(trained_without, tmp_path / "guarded.pt", ratio)
+    policy = load_policy(guarded)
+    assert policy.env_requirements()["fallback_step_ratio"] == ratio
+    assert policy.payload["extra"]["fallback_added"] == ratio  # the results can tell
+    assert load_policy(trained_without).env_requirements()["fallback_step_ratio"] is None
+    records, model, batches, data = run_env(guarded, fallback_step_ratio=ratio)
+    free, *_ = run_env(trained_without)
+    assert [r["lrs"] for r in records] != [r["lrs"] for r in free], "the fallback must act here"
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(guarded, optimizer, records, model, batches, data)
+
+    with pytest.raises(ValueError, match="step_ratio=0; allowed: a finite number > 0"):
+        add_fallback(trained_without, tmp_path / "bad.pt", 0)
+    with pytest.raises(ValueError, match="trained with fallback_step_ratio=0.002"):
+        add_fallback(guarded, tmp_path / "other.pt", 0.5)
+    raises_only = random_policy(tmp_path / "up.pt", env_config={"lr_factors": (1, 2, 3, 4, 5)})
+    with pytest.raises(ValueError, match="none below 1"):
+        add_fallback(raises_only, tmp_path / "up_guarded.pt", ratio)
+    assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "up_guarded.pt").exists()
 
 
 def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
