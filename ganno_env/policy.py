@@ -187,9 +187,10 @@ def add_fallback(path: str | os.PathLike, out: str | os.PathLike, step_ratio: fl
     is not a finite number > 0, a policy trained with another fallback, or one whose LR
     factors have none below 1.
     """
-    payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
-    if not (isinstance(step_ratio, (int, float)) and 0 < step_ratio < float("inf")):
+    number = isinstance(step_ratio, (int, float)) and not isinstance(step_ratio, bool)
+    if not (number and 0 < step_ratio < float("inf")):
         raise ValueError(f"step_ratio={step_ratio!r}; allowed: a finite number > 0")
+    payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
     trained = payload.get("fallback_step_ratio")
     if trained is not None and float(trained) != float(step_ratio):
         raise ValueError(

@@ -113,8 +113,9 @@ def test_a_fallback_added_after_training_runs_in_the_env_and_the_scheduler_alike
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     assert_replays_the_env(guarded, optimizer, records, model, batches, data)
 
-    with pytest.raises(ValueError, match="step_ratio=0; allowed: a finite number > 0"):
-        add_fallback(trained_without, tmp_path / "bad.pt", 0)
+    for bad in (0, float("inf"), True, "0.3"):
+        with pytest.raises(ValueError, match=f"step_ratio={bad!r}; allowed: a finite number > 0"):
+            add_fallback(trained_without, tmp_path / "bad.pt", bad)
     with pytest.raises(ValueError, match="trained with fallback_step_ratio=0.002"):
         add_fallback(guarded, tmp_path / "other.pt", 0.5)
     raises_only = random_policy(tmp_path / "up.pt", env_config={"lr_factors": (1, 2, 3, 4, 5)})
