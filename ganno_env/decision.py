@@ -62,10 +62,11 @@ class DecisionCore:
     step ratio that training shows, no step beyond that can be taken. `probe_cuts_only`:
     at the first decision (the probe: one gradient, no update, no loss change seen yet) an
     LR may be cut or kept but not raised; a raise waits for the first interval's evidence.
-    `fallback_step_ratio` (None: off): a network any of whose layers' step ratio at the LR
-    in force exceeds it has left the support the agents were trained on, where their
-    actions mean nothing; at that decision every layer's LR is cut by the smallest LR
-    factor instead, as many times as it takes to bring every layer's step back within it.
+    `fallback_step_ratio` (None: off): a network any of whose layers' step ratio, at the LR
+    in force or at the one its agents ask for, exceeds it has left the support the agents
+    were trained on, where their actions mean nothing; at that decision every layer's LR is
+    cut from the one in force by the smallest LR factor instead, as many times as it takes
+    to bring every layer's step back within it.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
@@ -309,8 +310,10 @@ class DecisionCore:
         new_values[..., 0] = np.minimum(new_values[..., 0], self.lr_ceiling)
         if self.probe_cuts_only and self.decisions == 0:  # no raise before any evidence
             new_values[..., 0] = np.minimum(new_values[..., 0], self.values[..., 0])
-        # outside the training support: the smallest factor on every layer of the network
-        outside = (self.values[..., 0] > self.fallback_lr).any(1)
+        # outside the training support, in force or asked for: the network is cut back
+        outside = (self.values[..., 0] > self.fallback_lr).any(1) | (
+            new_values[..., 0] > self.fallback_lr
+        ).any(1)
         if outside.any():
             cut = np.minimum(self._back_inside(outside), self.lr_ceiling)  # the net holds
             new_values[..., 0] = np.where(outside[:, None], cut, new_values[..., 0])

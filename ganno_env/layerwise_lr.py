@@ -148,10 +148,11 @@ max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None)``
   update) the agents may cut or keep each LR but not raise it; a raise asked for there
   keeps the LR. Recorded by the policy like `max_step_ratio`.
 * `fallback_step_ratio`: None (default) for none. At any decision, a network any of whose
-  layers' step ratio at the LR in force (as for `max_step_ratio`) exceeds this number has
-  every layer's LR cut by the smallest of `lr_factors` instead of its agents' actions:
-  beyond the largest step that training shows, the policy's answer is an extrapolation.
-  Recorded by the policy like `max_step_ratio`.
+  layers' step ratio (as for `max_step_ratio`) at the LR in force or at the LR its agents
+  ask for exceeds this number has every layer's LR cut by the smallest of `lr_factors`
+  instead of its agents' actions, until every layer is back within it: beyond the largest
+  step that training shows, the policy's answer is an extrapolation. Recorded by the
+  policy like `max_step_ratio`.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.

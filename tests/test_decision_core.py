@@ -125,13 +125,16 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     core.start(np.ones((2, 3)), probe, [2.0, 2.0], [2.0, 2.0])
     np.testing.assert_allclose(core.fallback_lr, [[10.0, 2.0, 0.5], [2.0, 2.0, 2.0]])
     raise_all = {(i, j): 2 for i in range(2) for j in range(3)}
-    lrs = core.apply_actions(raise_all)
-    np.testing.assert_allclose(lrs, [[0.25] * 3, [4.0] * 3])  # network 1 acts as it asks
-    np.testing.assert_allclose(core.last_log_factor, np.log(4.0))  # what the agents asked
+    keep_1 = {(1, j): 1 for j in range(3)}
+    lrs = core.apply_actions({**raise_all, **keep_1})
+    np.testing.assert_allclose(lrs, [[0.25] * 3, [1.0] * 3])  # network 1 acts as it asks
+    np.testing.assert_allclose(core.last_log_factor, [[np.log(4.0)] * 3, [0.0] * 3])  # asked
 
-    # the threshold follows the latest statistics: network 1's raise now takes it outside
+    # the threshold follows the latest statistics (LR 2 now), and an LR asked for beyond it
+    # counts as one in force: network 1's raise of its first layer to 4 cuts it back
     core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 0.05)), [1.0, 1.0], [1.0, 1.0])
-    np.testing.assert_allclose(core.apply_actions(raise_all), [[1.0] * 3, [1.0] * 3])
+    raise_first = {(0, 0): 2, (0, 1): 2, (0, 2): 2, (1, 0): 2}
+    np.testing.assert_allclose(core.apply_actions(raise_first), [[1.0] * 3, [0.25] * 3])
     core.measure(_stats(torch.ones(2, 3), torch.full((2, 3), 0.2)), [1.0, 1.0], [1.0, 1.0])
     np.testing.assert_allclose(core.apply_actions({}), [[0.25] * 3, [0.25] * 3])  # one cut
     # as many cuts as it takes to bring every layer back within the threshold: at gradient
@@ -140,7 +143,8 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     np.testing.assert_allclose(core.fallback_lr, 0.01)
     np.testing.assert_allclose(core.apply_actions(raise_all), np.full((2, 3), 0.25 / 64))
 
-    # never below the lower LR bound, where the fallback stops cutting
+    # never below the lower LR bound, where the fallback holds the LRs while the steps stay
+    # too large, and lets them go up once they are not
     low = DecisionCore("discrete", (0.25, 1.0, 4.0), (1e-4, 10.0), 10.0, 4,
                        fallback_step_ratio=0.1)  # fmt: skip
     low.start(
@@ -148,6 +152,8 @@ def test_the_fallback_cuts_every_layer_of_a_network_that_leaves_the_training_sup
     )
     np.testing.assert_allclose(low.apply_actions({}), [[1e-4] * 3])
     low.measure(_stats(torch.ones(1, 3), torch.full((1, 3), 1e6)), [1.0], [1.0])
+    np.testing.assert_allclose(low.apply_actions({(0, 0): 2}), [[1e-4] * 3])  # asked beyond
+    low.measure(_stats(torch.ones(1, 3), torch.full((1, 3), 1e-3)), [1.0], [1.0])
     np.testing.assert_allclose(low.apply_actions({(0, 0): 2}), [[4e-4, 1e-4, 1e-4]])
 
     with pytest.raises(ValueError, match=r"lr_factors=\[1.0, 2.0\] has none below 1"):
