@@ -376,9 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fallback-step-ratio",
         type=_positive_float,
         default=None,
-        help="fallback: a network with a layer whose SGD step changes its weights by more "
-        "than this fraction has every LR cut by the smallest factor instead of the agents' "
-        "actions (default: the preset's, none)",
+        help="fallback: a network with a layer whose SGD step, at its LR or at the one its "
+        "agents ask for, changes its weights by more than this fraction has every LR cut by "
+        "the smallest factor instead of the agents' actions (default: the preset's, none)",
     )
     train.add_argument(
         "--probe-cuts-only",
