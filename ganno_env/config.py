@@ -21,6 +21,7 @@ from ganno_env.conditions import (
     check_lrs_in_bounds,
     get_condition,
 )
+from ganno_env.decision import check_fallback_factors
 from ganno_env.engine import OPTIMIZERS
 from ganno_env.features import FEATURES_VERSION, feature_set
 from ganno_env.knobs import Knob, get_knobs
@@ -115,12 +116,7 @@ class EnvConfig:
                 f"fallback_step_ratio={self.fallback_step_ratio!r}; allowed: None (no "
                 "fallback) or a finite number > 0"
             )
-        if self.fallback_step_ratio is not None and min(self.lr_factors) >= 1.0:
-            raise ValueError(
-                f"fallback_step_ratio={self.fallback_step_ratio!r} cuts by the smallest LR "
-                f"factor, but lr_factors={list(self.lr_factors)!r} has none below 1; allowed: "
-                "factors with one below 1, or fallback_step_ratio=None"
-            )
+        check_fallback_factors(self.fallback_step_ratio, self.lr_factors)
         if not isinstance(self.probe_cuts_only, bool):
             raise ValueError(f"probe_cuts_only={self.probe_cuts_only!r}; allowed: True or False")
         if self.initial_lr is not None:

@@ -107,12 +107,7 @@ class DecisionCore:
         self.fallback_step_ratio = (
             None if fallback_step_ratio is None else float(fallback_step_ratio)
         )
-        if self.fallback_step_ratio is not None and self.lr_factors.min() >= 1.0:
-            raise ValueError(
-                f"fallback_step_ratio={self.fallback_step_ratio!r} cuts by the smallest LR "
-                f"factor, but lr_factors={list(lr_factors)!r} has none below 1; allowed: "
-                "factors with one below 1, or fallback_step_ratio=None"
-            )
+        check_fallback_factors(self.fallback_step_ratio, lr_factors)
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -392,6 +387,18 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
 
 def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
+
+
+def check_fallback_factors(step_ratio: float | None, lr_factors: Sequence[float]) -> None:
+    """ValueError when the fallback is on (`step_ratio` not None) but no LR factor below 1
+    is there for it to cut by; the env's config, the decision core and `add_fallback` ask."""
+    factors = [float(f) for f in lr_factors]
+    if step_ratio is not None and min(factors) >= 1.0:
+        raise ValueError(
+            f"fallback_step_ratio={step_ratio!r} cuts by the smallest LR factor, but "
+            f"lr_factors={factors!r} has none below 1; allowed: factors with one below 1, "
+            "or fallback_step_ratio=None"
+        )
 
 
 def box_action_range(

@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ganno_env.conditions import is_finite_number
 from ganno_env.config import ACTION_MODES, ENV_DEFAULTS
 from ganno_env.controllers import Controller
-from ganno_env.decision import box_action_ranges
+from ganno_env.decision import box_action_ranges, check_fallback_factors
 from ganno_env.features import FEATURE_SETS, FEATURES_VERSION
 from ganno_env.knobs import Control, control_settings, make_controls, observation_names
 from ganno_env.layerwise_lr import ENV_VERSION, ENV_VERSIONS, env_version
@@ -187,8 +188,7 @@ def add_fallback(path: str | os.PathLike, out: str | os.PathLike, step_ratio: fl
     is not a finite number > 0, a policy trained with another fallback, or one whose LR
     factors have none below 1.
     """
-    number = isinstance(step_ratio, (int, float)) and not isinstance(step_ratio, bool)
-    if not (number and 0 < step_ratio < float("inf")):
+    if not (is_finite_number(step_ratio) and step_ratio > 0):
         raise ValueError(f"step_ratio={step_ratio!r}; allowed: a finite number > 0")
     payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
     trained = payload.get("fallback_step_ratio")
@@ -196,11 +196,7 @@ def add_fallback(path: str | os.PathLike, out: str | os.PathLike, step_ratio: fl
         raise ValueError(
             f"the policy was trained with fallback_step_ratio={trained!r}; allowed: that value"
         )
-    if min(payload["lr_factors"]) >= 1.0:
-        raise ValueError(
-            f"the policy's lr_factors={payload['lr_factors']!r} have none below 1, so the "
-            "fallback cannot cut; allowed: a policy with a factor below 1"
-        )
+    check_fallback_factors(step_ratio, payload["lr_factors"])
     payload["fallback_step_ratio"] = float(step_ratio)
     if trained is None:
         payload["extra"] = {**payload.get("extra", {}), "fallback_added": float(step_ratio)}
