@@ -21,7 +21,7 @@ from ganno_env.conditions import FileProblems
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.folder_lock import UsageError, folder_lock
-from ganno_env.policy import MAPPINGS, resolve_policy_path
+from ganno_env.policy import FALLBACK_STEP_RATIO, MAPPINGS, add_fallback, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
 from rllib_configs import CRITICS, PRESET_NAMES, NoSamplesError
@@ -53,6 +53,16 @@ def _positive_float(text: str) -> float:
     if len(values) != 1:
         raise argparse.ArgumentTypeError(f"{text!r}: expected one positive, finite number")
     return values[0]
+
+
+def _positive_float_or_none(text: str) -> float | None:
+    if text == "none":
+        return None
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        message = f"{text!r}: expected one positive, finite number or none"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _positive_int(text: str) -> int:
@@ -198,6 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Train on the `train` conditions of digits_mlp, then benchmark on held-out ones.
 
+    The benchmark runs the trained policy with the fallback added (`add_fallback`, written
+    next to it as policy_fallback.pt; `--fallback-step-ratio none`: the policy as trained).
     Both stages resume: rerunning after an interruption continues from the last
     checkpoint and skips the benchmark runs already in results.jsonl. One `ganno run` per
     --out folder at a time (a folder lock).
@@ -217,6 +229,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
             policy = str(train(preset, "shared", out / "train", resume="auto"))
+            if args.fallback_step_ratio is not None:
+                guarded = out / "train" / "policy_fallback.pt"
+                policy = str(add_fallback(policy, guarded, args.fallback_step_ratio))
+                print(f"   fallback {args.fallback_step_ratio} added after training -> {policy}")
             trained = time.perf_counter()
             print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
             results = run_suite(suite, out / "bench", policy=policy, workers=args.workers)
@@ -324,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/main", help="folder for training and benchmark")
     run.add_argument("--quick", action="store_true", help="smoke training, quick suite")
     run.add_argument("--workers", type=_positive_int, default=2)
+    run.add_argument(
+        "--fallback-step-ratio",
+        type=_positive_float_or_none,
+        default=FALLBACK_STEP_RATIO,
+        help="benchmark the trained policy with the fallback at this step ratio, added after "
+        f"training (add_fallback); none: the policy as trained (default: {FALLBACK_STEP_RATIO})",
+    )
     run.set_defaults(func=cmd_run)
     baselines = commands.add_parser("baselines", help="compare hand-made schedules")
     add_baseline_options(baselines)

@@ -176,17 +176,23 @@ def export_policy(
     torch.save(payload, path)
 
 
-def add_fallback(path: str | os.PathLike, out: str | os.PathLike, step_ratio: float = 0.33) -> Path:
+# The largest step ratio that `train_wide` shows at the probe (`python -m benchmarks.step_ratios`):
+# beyond it a policy's actions extrapolate. `add_fallback` and `ganno run` default to it.
+FALLBACK_STEP_RATIO = 0.33
+
+
+def add_fallback(
+    path: str | os.PathLike, out: str | os.PathLike, step_ratio: float = FALLBACK_STEP_RATIO
+) -> Path:
     """Write a copy of a policy file that runs under the fallback (`fallback_step_ratio`).
 
     For a policy trained without it: the benchmark, `make_env` and `GannoScheduler` then
     cut every layer of a network whose step leaves the training support, where the policy
     would extrapolate (docs/results.md, "The fallback at run time only": it changed nothing
-    but the runs at LR 3 and beyond). The default is the largest step ratio that `train_wide`
-    shows (`python -m benchmarks.step_ratios`). The copy records `extra["fallback_added"]`,
-    so its results say that the fallback came after training. ValueError for a ratio that
-    is not a finite number > 0, a policy trained with another fallback, or one whose LR
-    factors have none below 1.
+    but the runs at LR 3 and beyond). The default is `FALLBACK_STEP_RATIO`. The copy
+    records `extra["fallback_added"]`, so its results say that the fallback came after
+    training. ValueError for a ratio that is not a finite number > 0, a policy trained with
+    another fallback, or one whose LR factors have none below 1.
     """
     if not (is_finite_number(step_ratio) and step_ratio > 0):
         raise ValueError(f"step_ratio={step_ratio!r}; allowed: a finite number > 0")

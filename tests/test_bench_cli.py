@@ -53,6 +53,12 @@ def test_run_and_baselines_mistakes_are_one_line(tmp_path, capsys):
     file.write_text("")
     assert main(["run", "--quick", "--out", str(file)]) == 2
     assert "is a file" in one_line_error(capsys)
+    for bad in ("0", "off", "0.3,0.4"):
+        args = ["run", "--quick", "--out", str(tmp_path / "out"), "--fallback-step-ratio", bad]
+        assert main(args) == 2
+        expected = f"--fallback-step-ratio: {bad!r}: expected one positive, finite number or none"
+        assert expected in one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
     assert main(["baselines", "--device", "tpu", "--seeds", "1", "--max-cycles", "1"]) == 2
     assert "device='tpu'" in one_line_error(capsys)
 

@@ -274,3 +274,29 @@ def test_ganno_train_reports_a_run_that_samples_nothing_in_one_line(monkeypatch,
     assert capsys.readouterr().err.splitlines() == [
         "ganno: error: iteration 1 sampled no agent steps: every env runner failed"
     ]
+
+
+# -- ganno run: the fallback added after training -------------------------------------------
+
+
+def test_the_main_job_benchmarks_its_policy_with_the_fallback_added(ray_session, tmp_path):
+    from benchmarks.runner import file_hash
+    from ganno_env import cli
+    from ganno_env.policy import FALLBACK_STEP_RATIO
+
+    out = tmp_path / "main"
+
+    def benchmarked_policies() -> set[str]:
+        lines = (out / "bench" / "results.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        return {r["inputs"]["policy_hash"] for r in rows if r["controller"] == "ganno"}
+
+    assert cli.main(["run", "--quick", "--out", str(out)]) == 0
+    trained, guarded = out / "train" / "policy.pt", out / "train" / "policy_fallback.pt"
+    assert load_policy(trained).env_requirements()["fallback_step_ratio"] is None
+    assert load_policy(guarded).env_requirements()["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    assert load_policy(guarded).payload["extra"]["fallback_added"] == FALLBACK_STEP_RATIO
+    assert benchmarked_policies() == {file_hash(guarded)}
+    # none: the policy as trained (training resumes as finished; its runs join the folder)
+    assert cli.main(["run", "--quick", "--out", str(out), "--fallback-step-ratio", "none"]) == 0
+    assert benchmarked_policies() == {file_hash(guarded), file_hash(trained)}
