@@ -105,6 +105,31 @@ def _inputs_section(inputs: Mapping[str, Mapping[str, Any]] | None) -> list[str]
     ]
 
 
+def _policy_section(policy: Mapping[str, Any] | None) -> list[str]:
+    """Which policy file `ganno` ran and the rules it ran under (`report.policy_rules`)."""
+    if not policy:
+        return []
+    ratio = policy["fallback_step_ratio"]
+    if ratio is None:
+        fallback = "no fallback"
+    elif policy["fallback_added_after_training"]:
+        fallback = f"the fallback at step ratio {ratio}, added after training"
+    else:
+        fallback = f"the fallback at step ratio {ratio}, trained with it"
+    net = policy["max_step_ratio"]
+    rules = [fallback, "no safety net" if net is None else f"the safety net at step ratio {net}"]
+    if policy["probe_cuts_only"]:
+        rules.append("no raise at the first decision")
+    return [
+        "## Policy",
+        "",
+        f"`ganno` and `ganno_global` ran `{policy['file']}` (policy_hash "
+        f"{policy['policy_hash']}) with "
+        f"{', '.join(rules)}.",
+        "",
+    ]
+
+
 def _tuned_lines(summary: dict) -> list[str]:
     """One line per tuned schedule: the reference zero-shot against K runs of tuning."""
     ref, k = summary["reference"], summary.get("tuning_runs")
@@ -164,6 +189,7 @@ def report_markdown(summary: dict, plots: Mapping[str, str]) -> str:
         *_tuned_lines(summary),
         *_differences_section(summary),
         *_inputs_section(summary.get("inputs")),
+        *_policy_section(summary.get("policy")),
         "## Overall",
         "",
     ]

@@ -49,16 +49,18 @@ def build_report(
     reps: int = 2000,
     seed: int = 0,
     inputs: Mapping[str, Mapping[str, Any]] | None = None,
+    policy: str | os.PathLike | None = None,
 ) -> dict:
     """Summarise a results file: writes summary.json, report.md and plots/*.png in `out_dir`.
 
     `inputs` (controller -> its current result-key inputs, `benchmarks.runner.run_inputs`)
     keeps only the lines computed from those inputs: a results file keeps the lines of an
     older policy, suite or setting, and they must not mix into the report. The report lists
-    the inputs it used. Without `inputs`, every record of `suite.version` counts. Returns the
-    summary (the content of summary.json).
+    the inputs it used. Without `inputs`, every record of `suite.version` counts. `policy`
+    (the file behind `ganno`) adds what it runs under (`policy_rules`). Returns the summary
+    (the content of summary.json).
     """
-    from benchmarks.runner import read_results
+    from benchmarks.runner import POLICY_CONTROLLERS, read_results
 
     out = Path(out_dir)
     plot_dir = out / "plots"
@@ -82,6 +84,8 @@ def build_report(
         used = sorted({r["controller"] for r in records})
         head = {k: summary.pop(k) for k in ("suite", "version")}
         summary = {**head, "inputs": {c: dict(inputs[c]) for c in used}, **summary}
+    if policy is not None and set(summary["controllers"]) & set(POLICY_CONTROLLERS):
+        summary["policy"] = policy_rules(policy)
     if stale:
         counts = ", ".join(f"{c}: {n}" for c, n in sorted(stale.items()))
         summary["notes"].insert(
@@ -99,6 +103,25 @@ def build_report(
     (out / "summary.json").write_text(json.dumps(cleaned, indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(report_markdown(cleaned, plots))
     return cleaned
+
+
+def policy_rules(policy: str | os.PathLike) -> dict[str, Any]:
+    """The policy file behind `ganno` and the run-time rules it carries. The result keys name
+    the file by its hash only, and a copy with the fallback added after training
+    (`add_fallback`) can score otherwise than the file it came from, so the report says which."""
+    from benchmarks.runner import file_hash
+    from ganno_env.policy import load_policy
+
+    loaded = load_policy(policy)
+    needed = loaded.env_requirements()
+    return {
+        "file": str(policy),
+        "policy_hash": file_hash(policy),
+        "fallback_step_ratio": needed["fallback_step_ratio"],
+        "fallback_added_after_training": "fallback_added" in loaded.payload.get("extra", {}),
+        "max_step_ratio": needed["max_step_ratio"],
+        "probe_cuts_only": needed["probe_cuts_only"],
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -122,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     suite = load_suite(args.suite)
     names = controller_names(args.policy, suite)
     inputs = run_inputs(suite, names, args.policy, args.device)
-    summary = build_report(args.results, suite, out, args.reference, args.reps, inputs=inputs)
+    summary = build_report(args.results, suite, out, args.reference, args.reps, inputs=inputs,
+                           policy=args.policy)  # fmt: skip
     print(summary_table(summary))
     print(f"\nwrote {Path(out) / 'report.md'}, {Path(out) / 'summary.json'} and plots/")
 

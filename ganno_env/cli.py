@@ -237,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
             results = run_suite(suite, out / "bench", policy=policy, workers=args.workers)
             inputs = run_inputs(suite, controller_names(policy), policy)
-            summary = build_report(results, suite, out / "bench", inputs=inputs)
+            summary = build_report(results, suite, out / "bench", inputs=inputs, policy=policy)
         except KeyboardInterrupt:
             print("ganno: interrupted; rerun the same command to resume (training continues "
                   "from its last checkpoint, finished benchmark runs are skipped)",
@@ -310,7 +310,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 suite, out, policy=policy, controllers=controllers, workers=args.workers,
                 address=args.address, device=args.device,
             )  # fmt: skip
-            summary = build_report(results, suite, out, inputs=inputs)
+            summary = build_report(results, suite, out, inputs=inputs, policy=policy)
         except KeyboardInterrupt:
             saved = out / RESULTS
             print(f"ganno: interrupted; finished runs are saved in {saved}: rerun the same "

@@ -146,6 +146,27 @@ def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_on
     assert summary["inputs"]["constant"]["suite_hash"] == edited.content_hash()
 
 
+def test_the_report_names_the_policy_file_and_the_rules_it_ran_under(tmp_path):
+    torch.set_num_threads(1)
+    suite = tiny_suite()
+    policy = random_policy(tmp_path / "p.pt", env_config={"fallback_step_ratio": 0.5})
+    out = tmp_path / "bench"
+    path = run_suite(suite, out, policy=policy, controllers=["ganno", "constant"])
+    inputs = run_inputs(suite, ["ganno", "constant"], policy)
+    summary = build_report(path, suite, out, reps=50, inputs=inputs, policy=policy)
+    assert summary["policy"] == {
+        "file": str(policy), "policy_hash": file_hash(policy), "fallback_step_ratio": 0.5,
+        "fallback_added_after_training": False, "max_step_ratio": None,
+        "probe_cuts_only": False,
+    }  # fmt: skip
+    report = (out / "report.md").read_text()
+    assert "with the fallback at step ratio 0.5, trained with it, no safety net." in report
+    # a report without the policy's controllers says nothing about the policy
+    inputs = run_inputs(suite, ["constant"], policy)
+    summary = build_report(path, suite, out, reps=50, inputs=inputs, policy=policy)
+    assert "policy" not in summary and "## Policy" not in (out / "report.md").read_text()
+
+
 def test_results_of_other_package_code_are_stale(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     suite, out = tiny_suite(), tmp_path / "bench"

@@ -297,6 +297,13 @@ def test_the_main_job_benchmarks_its_policy_with_the_fallback_added(ray_session,
     assert load_policy(guarded).env_requirements()["fallback_step_ratio"] == FALLBACK_STEP_RATIO
     assert load_policy(guarded).payload["extra"]["fallback_added"] == FALLBACK_STEP_RATIO
     assert benchmarked_policies() == {file_hash(guarded)}
+    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
+    assert said["policy_hash"] == file_hash(guarded) and said["fallback_added_after_training"]
+    ratio = f"with the fallback at step ratio {FALLBACK_STEP_RATIO}, added after training"
+    assert ratio in (out / "bench" / "report.md").read_text()
     # none: the policy as trained (training resumes as finished; its runs join the folder)
     assert cli.main(["run", "--quick", "--out", str(out), "--fallback-step-ratio", "none"]) == 0
     assert benchmarked_policies() == {file_hash(guarded), file_hash(trained)}
+    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
+    assert said["policy_hash"] == file_hash(trained) and said["fallback_step_ratio"] is None
+    assert "with no fallback, no safety net." in (out / "bench" / "report.md").read_text()
