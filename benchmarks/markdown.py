@@ -120,14 +120,8 @@ def _policy_section(policy: Mapping[str, Any] | None) -> list[str]:
     rules = [fallback, "no safety net" if net is None else f"the safety net at step ratio {net}"]
     if policy["probe_cuts_only"]:
         rules.append("no raise at the first decision")
-    return [
-        "## Policy",
-        "",
-        f"`ganno` and `ganno_global` ran `{policy['file']}` (policy_hash "
-        f"{policy['policy_hash']}) with "
-        f"{', '.join(rules)}.",
-        "",
-    ]
+    ran = f"`ganno` and `ganno_global` ran `{policy['file']}` (policy_hash {policy['policy_hash']})"
+    return ["## Policy", "", f"{ran} with {', '.join(rules)}.", ""]
 
 
 def _tuned_lines(summary: dict) -> list[str]:
