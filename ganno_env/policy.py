@@ -210,6 +210,37 @@ def add_fallback(
     return Path(out)
 
 
+def observation_clip_bounds(payload: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (low, high) arrays that the policy holds its observations in before it acts, from
+    its `observation_clip` ({feature name: [low, high]}; `add_observation_clip`); None when
+    it has none. ValueError for a name it does not read or a range that is not
+    low <= high, both finite."""
+    clip = payload.get("observation_clip")
+    if clip is None:
+        return None
+    names = list(payload["feature_names"])
+    if not isinstance(clip, Mapping) or not clip:
+        raise ValueError(
+            f"policy observation_clip={clip!r}; allowed: a non-empty dict "
+            "{feature name: [low, high]}"
+        )
+    low = np.full(len(names), -np.inf, dtype=np.float32)
+    high = np.full(len(names), np.inf, dtype=np.float32)
+    for name, bounds in clip.items():
+        if name not in names:
+            raise ValueError(
+                f"policy observation_clip names {name!r}; allowed: the features it reads {names}"
+            )
+        ok = isinstance(bounds, Sequence) and len(bounds) == 2
+        if not (ok and all(is_finite_number(b) for b in bounds) and bounds[0] <= bounds[1]):
+            raise ValueError(
+                f"policy observation_clip[{name!r}]={bounds!r}; allowed: [low, high], both "
+                "finite numbers, low <= high"
+            )
+        low[names.index(name)], high[names.index(name)] = bounds
+    return low, high
+
+
 def policy_controls(payload: Mapping[str, Any]) -> tuple[Control, ...]:
     """The knobs a policy sets, with its factors and bounds (files without `controls`: the
     LR alone)."""
@@ -237,6 +268,7 @@ class PolicyController(Controller):
         self._sizes = [len(c.factors) for c in self.controls]  # discrete: logits per knob
         if self.action_mode != "discrete":  # a Box policy clips its numbers to these
             self._box = box_action_ranges(self.action_mode, self.controls)
+        self._clip = observation_clip_bounds(payload)  # (low, high) per feature, or None
         self.greedy = greedy
         self.rng = torch.Generator().manual_seed(seed)
         self.nets: dict[str, PolicyNet] = {}
@@ -288,8 +320,10 @@ class PolicyController(Controller):
                     f"does not have (it has {sorted(self.nets)}): a per_layer policy serves "
                     "only networks as deep as it was trained on"
                 )
-            obs = torch.as_tensor(np.stack([observations[a] for a in agents]), dtype=torch.float32)
-            out = self.nets[module](obs)
+            obs = np.stack([observations[a] for a in agents])
+            if self._clip is not None:
+                obs = np.clip(obs, *self._clip)
+            out = self.nets[module](torch.as_tensor(obs, dtype=torch.float32))
             for agent, row in zip(agents, out):
                 actions[agent] = self._action(row)
         return actions
