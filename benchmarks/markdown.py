@@ -120,6 +120,8 @@ def _policy_section(policy: Mapping[str, Any] | None) -> list[str]:
     rules = [fallback, "no safety net" if net is None else f"the safety net at step ratio {net}"]
     if policy["probe_cuts_only"]:
         rules.append("no raise at the first decision")
+    for name, (low, high) in (policy.get("observation_clip") or {}).items():
+        rules.append(f"`{name}` clipped to [{low:.3g}, {high:.3g}]")
     ran = f"`ganno` and `ganno_global` ran `{policy['file']}` (policy_hash {policy['policy_hash']})"
     return ["## Policy", "", f"{ran} with {', '.join(rules)}.", ""]
 

@@ -108,7 +108,8 @@ def build_report(
 def policy_rules(policy: str | os.PathLike) -> dict[str, Any]:
     """The policy file behind `ganno` and the run-time rules it carries. The result keys name
     the file by its hash only, and a copy with the fallback added after training
-    (`add_fallback`) can score otherwise than the file it came from, so the report says which."""
+    (`add_fallback`, `add_observation_clip`) can score otherwise than the file it came from,
+    so the report says which."""
     from benchmarks.runner import file_hash
     from ganno_env.policy import load_policy
 
@@ -121,6 +122,8 @@ def policy_rules(policy: str | os.PathLike) -> dict[str, Any]:
         "fallback_added_after_training": "fallback_added" in loaded.payload.get("extra", {}),
         "max_step_ratio": needed["max_step_ratio"],
         "probe_cuts_only": needed["probe_cuts_only"],
+        # {feature: [low, high]} it clips its observations to (add_observation_clip), or None
+        "observation_clip": loaded.payload.get("observation_clip"),
     }
 
 

@@ -157,7 +157,7 @@ def test_the_report_names_the_policy_file_and_the_rules_it_ran_under(tmp_path):
     assert summary["policy"] == {
         "file": str(policy), "policy_hash": file_hash(policy), "fallback_step_ratio": 0.5,
         "fallback_added_after_training": False, "max_step_ratio": None,
-        "probe_cuts_only": False,
+        "probe_cuts_only": False, "observation_clip": None,
     }  # fmt: skip
     report = (out / "report.md").read_text()
     assert "with the fallback at step ratio 0.5, trained with it, no safety net." in report

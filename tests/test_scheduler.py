@@ -124,6 +124,18 @@ def test_a_fallback_added_after_training_runs_in_the_env_and_the_scheduler_alike
     assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "up_guarded.pt").exists()
 
 
+def test_a_policy_that_clips_its_observations_runs_in_the_env_and_the_scheduler_alike(tmp_path):
+    free = random_policy(tmp_path / "free.pt")
+    payload = torch.load(free, weights_only=True)
+    payload["observation_clip"] = {"log10_relative_lr": [-0.3, 0.3]}
+    torch.save(payload, tmp_path / "clipped.pt")
+    records, model, batches, data = run_env(tmp_path / "clipped.pt")
+    unclipped, *_ = run_env(free)
+    assert [r["lrs"] for r in records] != [r["lrs"] for r in unclipped], "the clip must act here"
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(tmp_path / "clipped.pt", optimizer, records, model, batches, data)
+
+
 def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
     """A scheduler on an ordinary loop over the env's minibatches observes, decides and
     loses exactly what the env did; returns its LRs [decision, layer]."""
