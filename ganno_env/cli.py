@@ -20,7 +20,9 @@ import numpy as np
 from ganno_env.conditions import FileProblems
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.controllers import HAND_MADE, make_controller
+from ganno_env.features import FEATURE_NAMES
 from ganno_env.folder_lock import UsageError, folder_lock
+from ganno_env.observation_clip import MAIN_JOB_CLIP, add_observation_clip
 from ganno_env.policy import FALLBACK_STEP_RATIO, MAPPINGS, add_fallback, resolve_policy_path
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
@@ -63,6 +65,19 @@ def _positive_float_or_none(text: str) -> float | None:
     except argparse.ArgumentTypeError:
         message = f"{text!r}: expected one positive, finite number or none"
         raise argparse.ArgumentTypeError(message) from None
+
+
+def _feature_names_or_none(text: str) -> tuple[str, ...] | None:
+    """Comma-separated observation features (`--observation-clip`), or none."""
+    if text == "none":
+        return None
+    names = tuple(name.strip() for name in text.split(","))
+    unknown = [name for name in names if name not in FEATURE_NAMES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: unknown features {unknown}; expected none or some of {list(FEATURE_NAMES)}"
+        )
+    return names
 
 
 def _positive_int(text: str) -> int:
@@ -209,7 +224,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train on the `train` conditions of digits_mlp, then benchmark on held-out ones.
 
     The benchmark runs the trained policy with the fallback added (`add_fallback`, written
-    next to it as policy_fallback.pt; `--fallback-step-ratio none`: the policy as trained).
+    next to it as policy_fallback.pt; `--fallback-step-ratio none`: the policy as trained)
+    and, with `--observation-clip`, that copy clipped (`add_observation_clip`,
+    policy_clipped.pt).
     Both stages resume: rerunning after an interruption continues from the last
     checkpoint and skips the benchmark runs already in results.jsonl. One `ganno run` per
     --out folder at a time (a folder lock).
@@ -233,6 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 guarded = out / "train" / "policy_fallback.pt"
                 policy = str(add_fallback(policy, guarded, args.fallback_step_ratio))
                 print(f"   fallback {args.fallback_step_ratio} added after training -> {policy}")
+            if args.observation_clip is not None:
+                clipped = out / "train" / "policy_clipped.pt"
+                policy = str(add_observation_clip(policy, clipped, args.observation_clip))
+                names = ", ".join(args.observation_clip)
+                print(f"   {names} clipped to the range training shows -> {policy}")
             trained = time.perf_counter()
             print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
             results = run_suite(suite, out / "bench", policy=policy, workers=args.workers)
@@ -346,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=FALLBACK_STEP_RATIO,
         help="benchmark the trained policy with the fallback at this step ratio, added after "
         f"training (add_fallback); none: the policy as trained (default: {FALLBACK_STEP_RATIO})",
+    )
+    run.add_argument(
+        "--observation-clip",
+        type=_feature_names_or_none,
+        default=MAIN_JOB_CLIP,
+        help="then clip these features, comma-separated, to the range the policy meets on "
+        "its training conditions (add_observation_clip); none: no clip (default: "
+        f"{','.join(MAIN_JOB_CLIP) if MAIN_JOB_CLIP else 'none'})",
     )
     run.set_defaults(func=cmd_run)
     baselines = commands.add_parser("baselines", help="compare hand-made schedules")

@@ -58,6 +58,12 @@ def test_run_and_baselines_mistakes_are_one_line(tmp_path, capsys):
         assert main(args) == 2
         expected = f"--fallback-step-ratio: {bad!r}: expected one positive, finite number or none"
         assert expected in one_line_error(capsys)
+    for bad in ("lr", "log10_relative_lr,speed", ""):
+        args = ["run", "--quick", "--out", str(tmp_path / "out"), "--observation-clip", bad]
+        assert main(args) == 2
+        error = one_line_error(capsys)
+        assert f"--observation-clip: {bad!r}: unknown features" in error
+        assert "expected none or some of ['log10_relative_lr'" in error
     assert not (tmp_path / "out").exists()
     assert main(["baselines", "--device", "tpu", "--seeds", "1", "--max-cycles", "1"]) == 2
     assert "device='tpu'" in one_line_error(capsys)
