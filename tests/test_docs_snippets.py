@@ -83,6 +83,17 @@ def scheduler_loop(namespace: dict[str, Any]) -> None:
     )
 
 
+def main_job_policy(namespace: dict[str, Any]) -> None:
+    """The main job's `policy_fallback.pt`, recording a short training pace so that the
+    block's 64 training networks take seconds."""
+    path = Path("runs/main/train/policy_fallback.pt")
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    extra = {"conditions": "train", "population": 4, "interval": 3, "max_cycles": 4}
+    nets = {"shared": PolicyNet(len(FEATURE_NAMES), len(LOCAL_FACTORS))}
+    export_policy(path, nets, "shared", {"lr_factors": LOCAL_FACTORS}, extra)
+
+
 def torchrl_import(namespace: dict[str, Any]) -> None:
     """The group_map block continues the page's demo, which imports make_torchrl_env."""
     pytest.importorskip("torchrl")
@@ -95,6 +106,7 @@ SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "import torch"): local_policy,
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): scheduler_loop,  # noqa: E501
     ("README.md", "from ganno_env import add_fallback"): scheduler_loop,
+    ("README.md", "from ganno_env import add_observation_clip"): main_job_policy,
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
 }  # fmt: skip
 
@@ -112,6 +124,13 @@ def _check_guarded(ns: dict[str, Any]) -> None:
     assert ns["scheduler"].core.fallback_step_ratio == 0.33  # the pretrained policy, guarded
 
 
+def _check_clipped(ns: dict[str, Any]) -> None:
+    from ganno_env import load_policy
+
+    low, high = load_policy("clipped.pt").payload["observation_clip"]["log10_relative_lr"]
+    assert low <= 0.0 <= high
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -121,6 +140,7 @@ CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "import torch"): _check_policy_rollout,
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): _check_decisions,  # noqa: E501
     ("README.md", "from ganno_env import add_fallback"): _check_guarded,
+    ("README.md", "from ganno_env import add_observation_clip"): _check_clipped,
     ("docs/torchrl.md", "pop = 4"): _check_groups,
 }  # fmt: skip
 
