@@ -45,8 +45,8 @@ def training_ranges(
     The conditions, the population and the divergence factor are those its file records
     (`extra`); actions are sampled, as in training (`seed` seeds both the env and the
     sampling). ValueError, before any run, for an unknown feature, a count of networks
-    that is not an int >= 1, a seed outside [0, 1,000,000) or a file that records no
-    training conditions.
+    that is not an int >= 1, a negative seed, seeds that would reach the held-out ones
+    (1,000,000 and above) or a file that records no training conditions.
     """
     controller = load_policy(policy, greedy=False, seed=seed)
     names = list(controller.payload["feature_names"])
@@ -55,7 +55,7 @@ def training_ranges(
         raise ValueError(f"features={list(features)!r}; allowed: some of the policy's {names}")
     if isinstance(networks, bool) or not isinstance(networks, int) or networks < 1:
         raise ValueError(f"networks={networks!r}; allowed: an int >= 1")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed={seed!r}; allowed: an int >= 0")
     conditions = recorded_setting(controller.payload, "conditions")
     if conditions is None:

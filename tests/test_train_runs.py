@@ -307,3 +307,17 @@ def test_the_main_job_benchmarks_its_policy_with_the_fallback_added(ray_session,
     said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
     assert said["policy_hash"] == file_hash(trained) and said["fallback_step_ratio"] is None
     assert "with no fallback, no safety net." in (out / "bench" / "report.md").read_text()
+    # the fallback's copy clipped: its ranges from the training conditions, named in the report
+    clip = ["--observation-clip", "log10_relative_lr"]
+    assert cli.main(["run", "--quick", "--out", str(out), *clip]) == 0
+    clipped = out / "train" / "policy_clipped.pt"
+    payload = load_policy(clipped).payload
+    low, high = payload["observation_clip"]["log10_relative_lr"]
+    assert low <= 0.0 <= high and payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    assert benchmarked_policies() == {file_hash(guarded), file_hash(trained), file_hash(clipped)}
+    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
+    assert said["observation_clip"] == {"log10_relative_lr": [low, high]}
+    assert (
+        f"`log10_relative_lr` clipped to [{low:.3g}, {high:.3g}]"
+        in (out / "bench" / "report.md").read_text()
+    )
