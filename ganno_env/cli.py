@@ -224,9 +224,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Train on the `train` conditions of digits_mlp, then benchmark on held-out ones.
 
     The benchmark runs the trained policy with the fallback added (`add_fallback`, written
-    next to it as policy_fallback.pt; `--fallback-step-ratio none`: the policy as trained)
-    and, with `--observation-clip`, that copy clipped (`add_observation_clip`,
-    policy_clipped.pt).
+    next to it as policy_fallback.pt; `--fallback-step-ratio none`: the policy as trained),
+    then clipped to the range of `log10_relative_lr` its training conditions show
+    (`add_observation_clip`, policy_clipped.pt; `--observation-clip none`: not clipped).
     Both stages resume: rerunning after an interruption continues from the last
     checkpoint and skips the benchmark runs already in results.jsonl. One `ganno run` per
     --out folder at a time (a folder lock).

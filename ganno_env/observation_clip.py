@@ -29,8 +29,8 @@ from ganno_env.rollout import make_env
 
 # The feature the climb from LR 1e-6 and 1e-5 drove past its training range.
 CLIPPED_FEATURES: tuple[str, ...] = ("log10_relative_lr",)
-# What `ganno run` clips by default: none, until a rule adopts it (docs/results.md).
-MAIN_JOB_CLIP: tuple[str, ...] | None = None
+# What `ganno run` clips by default (docs/results.md, "The clip as a guard": adopted).
+MAIN_JOB_CLIP: tuple[str, ...] | None = CLIPPED_FEATURES
 RANGE_NETWORKS = 64  # networks of the training conditions that the range is measured on
 
 

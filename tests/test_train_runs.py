@@ -276,10 +276,10 @@ def test_ganno_train_reports_a_run_that_samples_nothing_in_one_line(monkeypatch,
     ]
 
 
-# -- ganno run: the fallback added after training -------------------------------------------
+# -- ganno run: the fallback and the clip added after training -------------------------------
 
 
-def test_the_main_job_benchmarks_its_policy_with_the_fallback_added(ray_session, tmp_path):
+def test_the_main_job_benchmarks_its_policy_with_the_fallback_and_the_clip(ray_session, tmp_path):
     from benchmarks.runner import file_hash
     from ganno_env import cli
     from ganno_env.policy import FALLBACK_STEP_RATIO
@@ -291,33 +291,35 @@ def test_the_main_job_benchmarks_its_policy_with_the_fallback_added(ray_session,
         rows = [json.loads(line) for line in lines]
         return {r["inputs"]["policy_hash"] for r in rows if r["controller"] == "ganno"}
 
+    def report() -> tuple[dict, str]:
+        summary = json.loads((out / "bench" / "summary.json").read_text())
+        return summary["policy"], (out / "bench" / "report.md").read_text()
+
     assert cli.main(["run", "--quick", "--out", str(out)]) == 0
-    trained, guarded = out / "train" / "policy.pt", out / "train" / "policy_fallback.pt"
+    trained = out / "train" / "policy.pt"
+    guarded, clipped = out / "train" / "policy_fallback.pt", out / "train" / "policy_clipped.pt"
     assert load_policy(trained).env_requirements()["fallback_step_ratio"] is None
-    assert load_policy(guarded).env_requirements()["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    assert "observation_clip" not in load_policy(trained).payload
     assert load_policy(guarded).payload["extra"]["fallback_added"] == FALLBACK_STEP_RATIO
-    assert benchmarked_policies() == {file_hash(guarded)}
-    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
-    assert said["policy_hash"] == file_hash(guarded) and said["fallback_added_after_training"]
-    ratio = f"with the fallback at step ratio {FALLBACK_STEP_RATIO}, added after training"
-    assert ratio in (out / "bench" / "report.md").read_text()
-    # none: the policy as trained (training resumes as finished; its runs join the folder)
-    assert cli.main(["run", "--quick", "--out", str(out), "--fallback-step-ratio", "none"]) == 0
-    assert benchmarked_policies() == {file_hash(guarded), file_hash(trained)}
-    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
-    assert said["policy_hash"] == file_hash(trained) and said["fallback_step_ratio"] is None
-    assert "with no fallback, no safety net." in (out / "bench" / "report.md").read_text()
-    # the fallback's copy clipped: its ranges from the training conditions, named in the report
-    clip = ["--observation-clip", "log10_relative_lr"]
-    assert cli.main(["run", "--quick", "--out", str(out), *clip]) == 0
-    clipped = out / "train" / "policy_clipped.pt"
-    payload = load_policy(clipped).payload
+    payload = load_policy(clipped).payload  # the fallback's copy, clipped
     low, high = payload["observation_clip"]["log10_relative_lr"]
     assert low <= 0.0 <= high and payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
-    assert benchmarked_policies() == {file_hash(guarded), file_hash(trained), file_hash(clipped)}
-    said = json.loads((out / "bench" / "summary.json").read_text())["policy"]
+    assert benchmarked_policies() == {file_hash(clipped)}
+    said, text = report()
+    assert said["policy_hash"] == file_hash(clipped) and said["fallback_added_after_training"]
     assert said["observation_clip"] == {"log10_relative_lr": [low, high]}
-    assert (
-        f"`log10_relative_lr` clipped to [{low:.3g}, {high:.3g}]"
-        in (out / "bench" / "report.md").read_text()
-    )
+    ratio = f"with the fallback at step ratio {FALLBACK_STEP_RATIO}, added after training"
+    assert ratio in text and f"`log10_relative_lr` clipped to [{low:.3g}, {high:.3g}]" in text
+    # no clip: the fallback's copy (training resumes as finished; its runs join the folder)
+    assert cli.main(["run", "--quick", "--out", str(out), "--observation-clip", "none"]) == 0
+    assert benchmarked_policies() == {file_hash(clipped), file_hash(guarded)}
+    said, text = report()
+    assert said["policy_hash"] == file_hash(guarded) and said["observation_clip"] is None
+    assert "`log10_relative_lr` clipped to" not in text
+    # neither: the policy as trained
+    neither = ["--fallback-step-ratio", "none", "--observation-clip", "none"]
+    assert cli.main(["run", "--quick", "--out", str(out), *neither]) == 0
+    assert benchmarked_policies() == {file_hash(clipped), file_hash(guarded), file_hash(trained)}
+    said, text = report()
+    assert said["policy_hash"] == file_hash(trained) and said["fallback_step_ratio"] is None
+    assert "with no fallback, no safety net." in text
