@@ -50,6 +50,8 @@ def training_ranges(
     """
     controller = load_policy(policy, greedy=False, seed=seed)
     names = list(controller.payload["feature_names"])
+    if isinstance(features, str):
+        raise ValueError(f"features={features!r}; allowed: a list of names, e.g. [{features!r}]")
     unknown = [name for name in features if name not in names]
     if unknown or not features:
         raise ValueError(f"features={list(features)!r}; allowed: some of the policy's {names}")

@@ -78,6 +78,7 @@ def test_add_observation_clip_writes_a_copy_that_records_its_ranges(tmp_path):
     [
         ({"features": ["lr"]}, r"features=\['lr'\]; allowed: some of the policy's"),
         ({"features": []}, r"features=\[\]; allowed"),
+        ({"features": "log10_relative_lr"}, r"allowed: a list of names, e.g. \['log10_relative"),
         ({"networks": 0}, r"networks=0; allowed: an int >= 1"),
         ({"networks": True}, r"networks=True; allowed"),
         ({"seed": -1}, r"seed=-1; allowed: an int >= 0"),
