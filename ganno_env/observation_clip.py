@@ -26,6 +26,7 @@ import torch
 from ganno_env.conditions import HELD_OUT_SEED_START
 from ganno_env.policy import load_policy, recorded_setting
 from ganno_env.rollout import make_env
+from ganno_env.validation import check_training_conditions
 
 # The feature the climb from LR 1e-6 and 1e-5 drove past its training range.
 CLIPPED_FEATURES: tuple[str, ...] = ("log10_relative_lr",)
@@ -46,7 +47,8 @@ def training_ranges(
     (`extra`); actions are sampled, as in training (`seed` seeds both the env and the
     sampling). ValueError, before any run, for an unknown feature, a count of networks
     that is not an int >= 1, a negative seed, seeds that would reach the held-out ones
-    (1,000,000 and above) or a file that records no training conditions.
+    (1,000,000 and above), a file that records no training conditions or one that records
+    a held-out condition.
     """
     controller = load_policy(policy, greedy=False, seed=seed)
     names = list(controller.payload["feature_names"])
@@ -65,21 +67,24 @@ def training_ranges(
             f"{os.fspath(policy)!r} records no training conditions (extra['conditions']); "
             "allowed: a policy exported by ganno train"
         )
+    check_training_conditions(conditions, "the clip's range")
     settings: dict[str, Any] = {"conditions": conditions}
     for key in ("population", "divergence_factor"):
-        if recorded_setting(controller.payload, key) is not None:
-            settings[key] = recorded_setting(controller.payload, key)
+        value = recorded_setting(controller.payload, key)
+        if value is not None:
+            settings[key] = value
     env = make_env(controller, **settings)
-    last_seed = seed + math.ceil(networks / env.config.population) * env.config.population
-    if last_seed > HELD_OUT_SEED_START:
+    population = env.config.population
+    episodes = math.ceil(networks / population)
+    if seed + episodes * population > HELD_OUT_SEED_START:
         raise ValueError(
-            f"seed={seed!r} with networks={networks!r} reaches seed {last_seed - 1}; allowed: "
-            f"seeds below {HELD_OUT_SEED_START} (the held-out seeds start there)"
+            f"seed={seed!r} with networks={networks!r} reaches seed "
+            f"{seed + episodes * population - 1}; allowed: seeds below {HELD_OUT_SEED_START} "
+            "(the held-out seeds start there)"
         )
     columns = [names.index(name) for name in features]
     seen: list[np.ndarray] = []
-    population = env.config.population
-    for episode in range(math.ceil(networks / population)):
+    for episode in range(episodes):
         observations, infos = env.reset(seed=seed + episode * population)  # network i: + i
         controller.reset(env, observations, infos)
         while env.agents:

@@ -48,6 +48,16 @@ def check_networks(networks: Any, name: str = "networks") -> None:
         raise ValueError(f"{name}={networks!r}; allowed: an int in 1..{MAX_VALIDATION_NETWORKS}")
 
 
+def check_training_conditions(conditions: str | Mapping[str, Any], use: str = "validation") -> None:
+    """ValueError for a held-out condition's name: `use` (what runs the policy on
+    `conditions`) must not see one."""
+    if isinstance(conditions, str) and get_condition(conditions).held_out:
+        raise ValueError(
+            f"conditions={conditions!r} is held out for the benchmark; allowed: the "
+            f"conditions the policy trained on ({use} must not see a held-out one)"
+        )
+
+
 def validation_score(
     policy: str | os.PathLike[str],
     conditions: str | Mapping[str, Any],
@@ -62,11 +72,7 @@ def validation_score(
     ValueError, before any work, for a held-out condition and for a number of networks
     whose seeds would reach the held-out ones.
     """
-    if isinstance(conditions, str) and get_condition(conditions).held_out:
-        raise ValueError(
-            f"conditions={conditions!r} is held out for the benchmark; allowed: the "
-            "conditions the policy trained on (validation must not see a held-out one)"
-        )
+    check_training_conditions(conditions)
     check_networks(networks)
     if not isinstance(population, int) or population < 1:
         raise ValueError(f"population={population!r}; allowed: an int >= 1")

@@ -90,9 +90,13 @@ def test_bad_arguments_are_refused_before_any_episode(tmp_path, kwargs, message)
         training_ranges(trained_policy(tmp_path / "p.pt"), **kwargs)
 
 
-def test_a_policy_that_records_no_training_conditions_is_refused(tmp_path):
+def test_a_policy_that_records_no_or_held_out_training_conditions_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"records no training conditions"):
         training_ranges(random_policy(tmp_path / "p.pt"), networks=2)
+    held_out = trained_policy(tmp_path / "h.pt", conditions="unseen_lr_high")
+    refused = r"'unseen_lr_high' is held out .*\(the clip's range must not see"
+    with pytest.raises(ValueError, match=refused):
+        training_ranges(held_out, networks=2)
 
 
 @pytest.mark.parametrize(

@@ -270,12 +270,13 @@ def test_the_constant_lr_diagnostic_suite_of_the_docs_runs(tmp_path):
                                      "hot_inputs_large": (1.5, 3.0)}),
         ("beyond_lr.json", {"lr_5": None, "lr_10": None}),
         ("low_train_lr.json", {"lr_1e-4": None}),
+        ("beyond_low_lr.json", {"lr_1e-7": None, "lr_3e-7": None}),
     ],
 )  # fmt: skip
 def test_the_other_diagnostic_suites_of_the_docs_run(tmp_path, name, expected):
     """The suites docs/results.md names for scaled inputs, for LRs beyond the held-out ones
-    and for the lowest training LR: each condition runs, with the input scale or the initial
-    LR its specs give."""
+    (above and below) and for the lowest training LR: each condition runs, with the input
+    scale or the initial LR its specs give."""
     suite = Path(__file__).resolve().parent.parent / "docs" / "suites" / name
     out = tmp_path / "bench"
     assert bench("--suite", suite, "--controllers", "constant", "--seeds", 1, "--out", out) == 0
