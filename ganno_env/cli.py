@@ -11,9 +11,12 @@ import atexit
 import contextlib
 import io
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +26,13 @@ from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.features import FEATURE_NAMES
 from ganno_env.folder_lock import UsageError, folder_lock
 from ganno_env.observation_clip import MAIN_JOB_CLIP, add_observation_clip
-from ganno_env.policy import FALLBACK_STEP_RATIO, MAPPINGS, add_fallback, resolve_policy_path
+from ganno_env.policy import (
+    FALLBACK_STEP_RATIO,
+    MAPPINGS,
+    add_fallback,
+    load_policy,
+    resolve_policy_path,
+)
 from ganno_env.rollout import RunResult, make_env, rollout
 from ganno_env.tasks import TASKS
 from rllib_configs import CRITICS, PRESET_NAMES, NoSamplesError
@@ -292,6 +301,49 @@ def _policy_file(path: str | None) -> str | None:
     return path
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    """Write a copy of a policy with the main job's guards: the fallback, then the clip.
+
+    The same two steps as `ganno run` after training (`add_fallback`, then
+    `add_observation_clip`), for any policy file or `pretrained`. The copy appears at --out
+    only once complete; the file given is never changed.
+    """
+    if args.fallback_step_ratio is None and args.observation_clip is None:
+        raise UsageError(
+            "--fallback-step-ratio none and --observation-clip none leave nothing to add; "
+            "allowed: at most one of them none"
+        )
+    source = _policy_file(args.policy)
+    out = Path(args.out)
+    if out.resolve() == Path(source).resolve():
+        raise UsageError(f"--out {args.out!r} is the policy file itself; allowed: a new path")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out!r} is a folder; allowed: a file path")
+    if out.exists() and not args.overwrite:
+        raise UsageError(f"--out {args.out!r} exists; allowed: a new path, or --overwrite")
+    folder = next(parent for parent in out.parents if parent.exists())
+    if not folder.is_dir():
+        raise UsageError(f"--out {args.out!r} cannot be created: {str(folder)!r} is a file")
+    with tempfile.TemporaryDirectory(prefix="ganno-guard-") as scratch:
+        policy = Path(source)
+        if args.fallback_step_ratio is not None:
+            policy = add_fallback(policy, Path(scratch) / "fallback.pt", args.fallback_step_ratio)
+            print(f"fallback {args.fallback_step_ratio} added")
+        if args.observation_clip is not None:
+            policy = add_observation_clip(
+                policy, Path(scratch) / "clipped.pt", args.observation_clip
+            )
+            clip = load_policy(policy).payload["observation_clip"]
+            for name, (low, high) in clip.items():
+                print(f"{name} clipped to [{low:.3g}, {high:.3g}], the range training shows")
+        out.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal above leaves nothing
+        partial = out.with_name(f".{out.name}.partial")
+        shutil.copyfile(policy, partial)
+        os.replace(partial, out)
+    print(f"guarded policy -> {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Benchmark controllers on a suite into --out; a rerun resumes, one run per folder."""
     if args.perf:
@@ -362,22 +414,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs/main", help="folder for training and benchmark")
     run.add_argument("--quick", action="store_true", help="smoke training, quick suite")
     run.add_argument("--workers", type=_positive_int, default=2)
-    run.add_argument(
-        "--fallback-step-ratio",
-        type=_positive_float_or_none,
-        default=FALLBACK_STEP_RATIO,
-        help="benchmark the trained policy with the fallback at this step ratio, added after "
-        f"training (add_fallback); none: the policy as trained (default: {FALLBACK_STEP_RATIO})",
-    )
-    run.add_argument(
-        "--observation-clip",
-        type=_feature_names_or_none,
-        default=MAIN_JOB_CLIP,
-        help="then clip these features, comma-separated, to the range the policy meets on "
-        "its training conditions (add_observation_clip); none: no clip (default: "
-        f"{','.join(MAIN_JOB_CLIP) if MAIN_JOB_CLIP else 'none'})",
-    )
+
+    def add_guard_options(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--fallback-step-ratio",
+            type=_positive_float_or_none,
+            default=FALLBACK_STEP_RATIO,
+            help=f"{what} with the fallback at this step ratio, added after training "
+            f"(add_fallback); none: no fallback (default: {FALLBACK_STEP_RATIO})",
+        )
+        p.add_argument(
+            "--observation-clip",
+            type=_feature_names_or_none,
+            default=MAIN_JOB_CLIP,
+            help="then clip these features, comma-separated, to the range the policy meets on "
+            "its training conditions (add_observation_clip); none: no clip (default: "
+            f"{','.join(MAIN_JOB_CLIP) if MAIN_JOB_CLIP else 'none'})",
+        )
+
+    add_guard_options(run, "benchmark the trained policy")
     run.set_defaults(func=cmd_run)
+    guard = commands.add_parser(
+        "guard", help="write a copy of a policy with the main job's guards (fallback, clip)"
+    )
+    guard.add_argument("--policy", required=True, help="a policy.pt, or pretrained")
+    guard.add_argument("--out", required=True, help="the guarded copy's file path")
+    guard.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    add_guard_options(guard, "copy the policy")
+    guard.set_defaults(func=cmd_guard)
     baselines = commands.add_parser("baselines", help="compare hand-made schedules")
     add_baseline_options(baselines)
     baselines.set_defaults(func=cmd_baselines)
