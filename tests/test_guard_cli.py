@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from ganno_env import add_fallback, add_observation_clip, load_policy
+from ganno_env import add_fallback, add_observation_clip, load_policy, policy
 from ganno_env.cli import main
-from ganno_env.policy import FALLBACK_STEP_RATIO, resolve_policy_path
+from ganno_env.policy import FALLBACK_STEP_RATIO
 from tests.helpers import random_policy
 
 torch.set_num_threads(1)
@@ -58,15 +58,15 @@ def test_guard_adds_only_the_guards_asked_for(tmp_path, trained, flags, fallback
     assert (sorted(clip) if clip else None) == clipped
 
 
-def test_guard_takes_the_shipped_policy(tmp_path, capsys):
+def test_guard_takes_the_name_pretrained(tmp_path, trained, monkeypatch, capsys):
+    monkeypatch.setattr(policy, "PRETRAINED_PATH", trained)  # the name resolves here
+    before = trained.read_bytes()
     out = tmp_path / "guarded.pt"
-    args = ["guard", "--policy", "pretrained", "--out", str(out), "--observation-clip", "none"]
-    assert main(args) == 0
-    shipped = load_policy(resolve_policy_path("pretrained")).payload
+    assert main(["guard", "--policy", "pretrained", "--out", str(out)]) == 0
+    assert trained.read_bytes() == before
     payload = load_policy(out).payload
     assert payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
-    assert shipped.get("fallback_step_ratio") is None
-    assert payload["feature_names"] == shipped["feature_names"]
+    assert set(payload["observation_clip"]) == {"log10_relative_lr"}
     assert f"guarded policy -> {out}" in capsys.readouterr().out
 
 
