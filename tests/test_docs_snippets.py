@@ -121,7 +121,7 @@ def _check_decisions(ns: dict[str, Any]) -> None:
 
 
 def _check_guarded(ns: dict[str, Any]) -> None:
-    assert ns["scheduler"].core.fallback_step_ratio == 0.33  # the pretrained policy, guarded
+    assert ns["scheduler"].core.fallback_step_ratio == 0.33  # the copy of policy.pt, guarded
 
 
 def _check_clipped(ns: dict[str, Any]) -> None:

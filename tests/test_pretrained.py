@@ -18,7 +18,14 @@ import ganno_env
 from ganno_env import GannoScheduler, cli, policy
 from ganno_env.features import FEATURE_NAMES, FEATURES, FEATURES_VERSION
 from ganno_env.models import MLP
-from ganno_env.policy import PolicyNet, export_policy, load_policy, resolve_policy_path
+from ganno_env.observation_clip import MAIN_JOB_CLIP
+from ganno_env.policy import (
+    FALLBACK_STEP_RATIO,
+    PolicyNet,
+    export_policy,
+    load_policy,
+    resolve_policy_path,
+)
 from ganno_env.rollout import make_env, rollout
 
 torch.set_num_threads(1)
@@ -58,6 +65,17 @@ def test_shipped_policy_loads_weights_only_and_records_its_training():
     assert list(payload["feature_names"]) == list(FEATURE_NAMES)
     missing = [key for key in EXTRA_KEYS if key not in payload["extra"]]
     assert not missing, f"{SHIPPED} does not record {missing} in payload['extra']"
+
+
+@shipped
+def test_shipped_policy_carries_the_main_jobs_guards():
+    payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    assert payload["extra"]["fallback_added"] == FALLBACK_STEP_RATIO
+    assert sorted(payload["observation_clip"]) == sorted(MAIN_JOB_CLIP)
+    measured_on = payload["extra"]["observation_clip_from"]["conditions"]
+    assert measured_on == payload["extra"]["conditions"]  # its own training conditions
+    assert load_policy(SHIPPED).payload["observation_clip"] == payload["observation_clip"]
 
 
 @shipped
