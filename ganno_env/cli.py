@@ -305,8 +305,9 @@ def cmd_guard(args: argparse.Namespace) -> int:
     """Write a copy of a policy with the main job's guards: the fallback, then the clip.
 
     The same two steps as `ganno run` after training (`add_fallback`, then
-    `add_observation_clip`), for any policy file or `pretrained`. The copy appears at --out
-    only once complete; the file given is never changed.
+    `add_observation_clip`), for any policy file or `pretrained`. A fallback the policy
+    already runs under is kept; another ratio, or a clip it already has, is refused before
+    any work. The copy appears at --out only once complete; the file given never changes.
     """
     if args.fallback_step_ratio is None and args.observation_clip is None:
         raise UsageError(
@@ -314,6 +315,23 @@ def cmd_guard(args: argparse.Namespace) -> int:
             "allowed: at most one of them none"
         )
     source = _policy_file(args.policy)
+    payload = load_policy(source).payload  # a file the package can run, or a clear error
+    has_fallback, has_clip = payload.get("fallback_step_ratio"), payload.get("observation_clip")
+    if args.observation_clip is not None and has_clip is not None:
+        raise UsageError(
+            f"--policy {args.policy!r} already clips {sorted(has_clip)}; allowed: a policy "
+            "without a clip, or --observation-clip none"
+        )
+    add_ratio = args.fallback_step_ratio
+    if add_ratio is not None and has_fallback is not None:
+        if float(has_fallback) != float(add_ratio):
+            raise UsageError(
+                f"--policy {args.policy!r} runs under fallback_step_ratio={has_fallback}; "
+                f"allowed: --fallback-step-ratio {has_fallback} or none"
+            )
+        add_ratio = None  # there already
+    if add_ratio is None and args.observation_clip is None:
+        raise UsageError(f"--policy {args.policy!r} already carries the guards asked for")
     out = Path(args.out)
     if out.resolve() == Path(source).resolve():
         raise UsageError(f"--out {args.out!r} is the policy file itself; allowed: a new path")
@@ -326,9 +344,11 @@ def cmd_guard(args: argparse.Namespace) -> int:
         raise UsageError(f"--out {args.out!r} cannot be created: {str(folder)!r} is a file")
     with tempfile.TemporaryDirectory(prefix="ganno-guard-") as scratch:
         policy = Path(source)
-        if args.fallback_step_ratio is not None:
-            policy = add_fallback(policy, Path(scratch) / "fallback.pt", args.fallback_step_ratio)
-            print(f"fallback {args.fallback_step_ratio} added")
+        if add_ratio is not None:
+            policy = add_fallback(policy, Path(scratch) / "fallback.pt", add_ratio)
+            print(f"fallback {add_ratio} added")
+        elif args.fallback_step_ratio is not None:
+            print(f"fallback {has_fallback} already there")
         if args.observation_clip is not None:
             policy = add_observation_clip(
                 policy, Path(scratch) / "clipped.pt", args.observation_clip

@@ -115,5 +115,24 @@ def test_a_policy_that_already_clips_is_refused_without_writing(tmp_path, traine
     clipped = add_observation_clip(trained, tmp_path / "clipped.pt")
     out = tmp_path / "new" / "guarded.pt"
     assert main(["guard", "--policy", str(clipped), "--out", str(out)]) == 2
-    assert "already clips its observations" in one_line_error(capsys)
+    error = one_line_error(capsys)
+    assert "already clips ['log10_relative_lr']; allowed: a policy without a clip, or " in error
     assert not out.parent.exists()
+
+
+def test_a_fallback_already_there_is_kept_and_another_ratio_refused(tmp_path, trained, capsys):
+    guarded = add_fallback(trained, tmp_path / "fb.pt")
+    out = tmp_path / "guarded.pt"
+    assert main(["guard", "--policy", str(guarded), "--out", str(out)]) == 0
+    assert "fallback 0.33 already there" in capsys.readouterr().out
+    payload = load_policy(out).payload
+    assert payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    assert set(payload["observation_clip"]) == {"log10_relative_lr"}
+    other = ["guard", "--policy", str(guarded), "--out", str(tmp_path / "other.pt")]
+    assert main([*other, "--fallback-step-ratio", "0.5"]) == 2
+    assert "runs under fallback_step_ratio=0.33; allowed: --fallback-step-ratio 0.33" in (
+        one_line_error(capsys)
+    )
+    assert main([*other, "--observation-clip", "none"]) == 2
+    assert "already carries the guards asked for" in one_line_error(capsys)
+    assert not (tmp_path / "other.pt").exists()
