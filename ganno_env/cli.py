@@ -254,16 +254,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with folder_lock(args.out) as out:
         try:
             print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
-            policy = str(train(preset, "shared", out / "train", resume="auto"))
-            if args.fallback_step_ratio is not None:
-                guarded = out / "train" / "policy_fallback.pt"
-                policy = str(add_fallback(policy, guarded, args.fallback_step_ratio))
-                print(f"   fallback {args.fallback_step_ratio} added after training -> {policy}")
-            if args.observation_clip is not None:
-                clipped = out / "train" / "policy_clipped.pt"
-                policy = str(add_observation_clip(policy, clipped, args.observation_clip))
-                names = ", ".join(args.observation_clip)
-                print(f"   {names} clipped to the range training shows -> {policy}")
+            policy = train(preset, "shared", out / "train", resume="auto")
+            guards = (args.fallback_step_ratio, args.observation_clip)
+            policy = str(add_guards(policy, out / "train", *guards))
+            print(f"   benchmarked policy -> {policy}")
             trained = time.perf_counter()
             print(f"== 2/2 benchmark: suite {suite.version} -> {out / 'bench'}")
             results = run_suite(suite, out / "bench", policy=policy, workers=args.workers)
@@ -299,6 +293,27 @@ def _policy_file(path: str | None) -> str | None:
     if not os.path.isfile(path) or not os.access(path, os.R_OK):
         raise UsageError(f"--policy {path!r} is not a readable file; allowed: a policy.pt file")
     return path
+
+
+def add_guards(
+    policy: str | os.PathLike[str],
+    folder: Path,
+    step_ratio: float | None,
+    features: Sequence[str] | None,
+) -> Path:
+    """The main job's guards, in their order: the fallback (`add_fallback`, written to
+    folder/policy_fallback.pt), then the clip (`add_observation_clip`, of that copy, to
+    folder/policy_clipped.pt). None leaves one out; the last file written is returned (the
+    policy itself when both are None)."""
+    policy = Path(policy)
+    if step_ratio is not None:
+        policy = add_fallback(policy, folder / "policy_fallback.pt", step_ratio)
+        print(f"   fallback {step_ratio} added after training")
+    if features is not None:
+        policy = add_observation_clip(policy, folder / "policy_clipped.pt", features)
+        for name, (low, high) in load_policy(policy).payload["observation_clip"].items():
+            print(f"   {name} clipped to [{low:.3g}, {high:.3g}], the range training shows")
+    return policy
 
 
 def cmd_guard(args: argparse.Namespace) -> int:
@@ -342,20 +357,10 @@ def cmd_guard(args: argparse.Namespace) -> int:
     folder = next(parent for parent in out.parents if parent.exists())
     if not folder.is_dir():
         raise UsageError(f"--out {args.out!r} cannot be created: {str(folder)!r} is a file")
+    if add_ratio is None and args.fallback_step_ratio is not None:
+        print(f"   fallback {has_fallback} already there")
     with tempfile.TemporaryDirectory(prefix="ganno-guard-") as scratch:
-        policy = Path(source)
-        if add_ratio is not None:
-            policy = add_fallback(policy, Path(scratch) / "fallback.pt", add_ratio)
-            print(f"fallback {add_ratio} added")
-        elif args.fallback_step_ratio is not None:
-            print(f"fallback {has_fallback} already there")
-        if args.observation_clip is not None:
-            policy = add_observation_clip(
-                policy, Path(scratch) / "clipped.pt", args.observation_clip
-            )
-            clip = load_policy(policy).payload["observation_clip"]
-            for name, (low, high) in clip.items():
-                print(f"{name} clipped to [{low:.3g}, {high:.3g}], the range training shows")
+        policy = add_guards(source, Path(scratch), add_ratio, args.observation_clip)
         out.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal above leaves nothing
         partial = out.with_name(f".{out.name}.partial")
         shutil.copyfile(policy, partial)
