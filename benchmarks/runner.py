@@ -44,7 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -381,8 +381,10 @@ def record(
 class Progress:
     """A one-line progress bar on stderr: runs done, rate, time left."""
 
-    def __init__(self, total_runs: int, stream=sys.stderr):
-        self.total, self.done, self.start, self.stream = total_runs, 0, time.perf_counter(), stream
+    def __init__(self, total_runs: int, stream: TextIO | None = None):
+        # sys.stderr looked up now, not at import: a test's captured stream may be closed since
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.done, self.start = total_runs, 0, time.perf_counter()
         self.drawn = False
 
     def advance(self, runs: int, label: str) -> None:
