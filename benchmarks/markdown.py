@@ -120,6 +120,8 @@ def _policy_section(policy: Mapping[str, Any] | None) -> list[str]:
     rules = [fallback, "no safety net" if net is None else f"the safety net at step ratio {net}"]
     if policy["probe_cuts_only"]:
         rules.append("no raise at the first decision")
+    if policy.get("step_clip") is not None:  # summaries written before the clip have none
+        rules.append(f"every step clipped to step ratio {policy['step_clip']}")
     for name, (low, high) in (policy.get("observation_clip") or {}).items():
         rules.append(f"`{name}` clipped to [{low:.3g}, {high:.3g}]")
     ran = f"`ganno` and `ganno_global` ran `{policy['file']}` (policy_hash {policy['policy_hash']})"

@@ -122,6 +122,7 @@ def policy_rules(policy: str | os.PathLike) -> dict[str, Any]:
         "fallback_added_after_training": "fallback_added" in loaded.payload.get("extra", {}),
         "max_step_ratio": needed["max_step_ratio"],
         "probe_cuts_only": needed["probe_cuts_only"],
+        "step_clip": needed["step_clip"],
         # {feature: [low, high]} it clips its observations to (add_observation_clip), or None
         "observation_clip": loaded.payload.get("observation_clip"),
     }

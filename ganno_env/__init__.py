@@ -21,7 +21,7 @@ from ganno_env.conditions import (
 from ganno_env.datasets import DataSplits, load_dataset
 from ganno_env.features import FEATURE_NAMES, FEATURE_SETS, FEATURES, FEATURES_VERSION
 from ganno_env.observation_clip import add_observation_clip
-from ganno_env.policy import add_fallback, load_policy
+from ganno_env.policy import add_fallback, add_step_clip, load_policy
 from ganno_env.scheduler import GannoScheduler
 from ganno_env.tasks import TASKS, Task, get_task, register_task
 
@@ -39,6 +39,7 @@ __all__ = [
     "Task",
     "add_fallback",
     "add_observation_clip",
+    "add_step_clip",
     "get_condition",
     "get_task",
     "layerwise_lr_v0",

@@ -61,6 +61,7 @@ class EnvConfig:
     max_step_ratio: float | None = None
     probe_cuts_only: bool = False
     fallback_step_ratio: float | None = None
+    step_clip: float | None = None
 
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
@@ -117,6 +118,10 @@ class EnvConfig:
                 "fallback) or a finite number > 0"
             )
         check_fallback_factors(self.fallback_step_ratio, self.lr_factors)
+        if self.step_clip is not None and not _positive(self.step_clip):
+            raise ValueError(
+                f"step_clip={self.step_clip!r}; allowed: None (no clip) or a finite number > 0"
+            )
         if not isinstance(self.probe_cuts_only, bool):
             raise ValueError(f"probe_cuts_only={self.probe_cuts_only!r}; allowed: True or False")
         if self.initial_lr is not None:

@@ -66,7 +66,11 @@ class DecisionCore:
     in force or at the one its agents ask for, exceeds it has left the support the agents
     were trained on, where their actions mean nothing; at that decision every layer's LR is
     cut from the one in force by the smallest LR factor instead, as many times as it takes
-    to bring every layer's step back within it.
+    to bring every layer's step back within it. `step_clip` (None: off) acts on every
+    optimiser step, not at decisions: a layer whose step would change its weights by more
+    than that fraction (`step_clip_scale`) takes the step scaled down to it, while its LR
+    stays as the agents set it; a clip on the update's size as in Adafactor and LARS,
+    against the few steps that kill a network between two decisions.
 
     State, set by `start` (None before): `values` and `last_log_factors` [N, L, K] (one
     column per knob; `lrs` and `last_log_factor` are the LR's); `initial_val_loss`, `cap`,
@@ -90,6 +94,7 @@ class DecisionCore:
         max_step_ratio: float | None = None,
         probe_cuts_only: bool = False,
         fallback_step_ratio: float | None = None,
+        step_clip: float | None = None,
     ):
         feature_set(features_version)  # ValueError naming the known versions
         self.features_version = int(features_version)
@@ -108,6 +113,7 @@ class DecisionCore:
             None if fallback_step_ratio is None else float(fallback_step_ratio)
         )
         check_fallback_factors(self.fallback_step_ratio, lr_factors)
+        self.step_clip = None if step_clip is None else float(step_clip)
         self.decisions = 0
         self.values: np.ndarray | None = None
         self.last_log_factors: np.ndarray | None = None
@@ -387,6 +393,20 @@ def _tensor(array: np.ndarray | None) -> torch.Tensor | None:
 
 def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
+
+
+def step_clip_scale(
+    lrs: torch.Tensor, grad_sq: torch.Tensor, weight_sq: torch.Tensor, step_clip: float
+) -> torch.Tensor:
+    """The factor [N, L] (at most 1) on each layer's LR for one optimiser step under the
+    step clip: it brings the step ratio of that step, `lr * rms(grad) / rms(weight)` (the
+    plain SGD step, `grad_sq` and `weight_sq` the layer's sums of squares), down to
+    `step_clip`. Where the ratio is within it, or is no number (a layer with zero weights,
+    a diverged network), the factor is 1. The engine and `GannoScheduler` both call it, so
+    a clipped step is the same in training, benchmark and a user's loop."""
+    ratio = lrs * (grad_sq / weight_sq).sqrt()
+    clipped = (ratio > step_clip) & (weight_sq > 0) & torch.isfinite(ratio)
+    return torch.where(clipped, step_clip / ratio, torch.ones_like(ratio))
 
 
 def check_fallback_factors(step_ratio: float | None, lr_factors: Sequence[float]) -> None:

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_env.datasets import DataSplits
+from ganno_env.decision import step_clip_scale
 from ganno_env.features import LayerStats, layer_statistics
 from ganno_env.models import CNN, MLP, init_parameters, layer_groups
 
@@ -70,6 +71,7 @@ class PopulationTrainer:
         grad_scales: Sequence[float] | None = None,
         updates: Sequence[tuple[str, Callable]] = (),
         input_scales: Sequence[float] | None = None,
+        step_clip: float | None = None,
     ):
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={optimizer!r}; allowed: {OPTIMIZERS}")
@@ -79,6 +81,8 @@ class PopulationTrainer:
         self.batch_size = batch_size
         self.optimizer = optimizer
         self.momentum = momentum
+        # no step larger than this step ratio (`ganno_env.decision.step_clip_scale`); None: off
+        self.step_clip = None if step_clip is None else float(step_clip)
         self.classification = data.kind == "classification"
 
         self.groups = layer_groups(modules[0])
@@ -233,9 +237,10 @@ class PopulationTrainer:
             loss_sum += losses
             grad_sum += grad
             grad_sq_sum.addcmul_(grad, grad)
+            step_lrs = element_lrs if self.step_clip is None else self._clipped(lrs, grad)
             if element_knobs:
                 grad = self._knob_direction(grad, element_knobs)
-            self._apply(grad, element_lrs)
+            self._apply(grad, step_lrs)
         self.steps_done += steps
         self._zero_inactive()
         grad_sum = self._masked(grad_sum)
@@ -309,6 +314,20 @@ class PopulationTrainer:
         finally:
             torch.set_flush_denormal(False)
             torch.set_num_threads(threads)
+
+    def _clipped(self, lrs: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """The per-element LRs of one step under the step clip, from the plain gradient."""
+        scale = step_clip_scale(
+            lrs, self._layer_sum_sq(grad), self._layer_sum_sq(self.flat), self.step_clip
+        )
+        return self._per_element(lrs * scale)
+
+    def _layer_sum_sq(self, flat: torch.Tensor) -> torch.Tensor:
+        """Each network's sum of squares per layer [N, L] of a buffer laid out as `flat`."""
+        layers = self._by_layer(self._views(flat))
+        return torch.stack(
+            [sum(p.flatten(1).square().sum(1) for p in layer) for layer in layers], 1
+        )
 
     def _knob_direction(self, grad: torch.Tensor, element_knobs: list) -> torch.Tensor:
         """The step's direction after every knob's update (weight decay, momentum, ...)."""

@@ -106,7 +106,7 @@ max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e
 action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
 device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
 val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0,
-max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None)``
+max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None, step_clip=None)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -153,6 +153,11 @@ max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None)``
   instead of its agents' actions, until every layer is back within it: beyond the largest
   step that training shows, the policy's answer is an extrapolation. Recorded by the
   policy like `max_step_ratio`.
+* `step_clip`: None (default) for none. At every optimiser step (not only at decisions),
+  a layer whose plain SGD step would change its weights by more than this fraction
+  (`lr * rms(grad) / rms(weight)` of that step's gradient) takes the step scaled down to
+  it; the LR in force, its feature and the agents' actions stay as they were. Recorded by
+  the policy like `max_step_ratio`.
 
 `reset(seed=..., options=...)`: options may fix condition fields for one episode
 (`{"initial_lr": 1e-5, "depth": 6}`) or give one dict per network under `"conditions"`.
@@ -327,6 +332,7 @@ class LayerwiseLREnv(ParallelEnv):
             max_step_ratio=self.config.max_step_ratio,
             probe_cuts_only=self.config.probe_cuts_only,
             fallback_step_ratio=self.config.fallback_step_ratio,
+            step_clip=self.config.step_clip,
         )
         self.knobs = get_knobs(self.config.controls)
         obs_low, obs_high = observation_bounds(self.config.features_version, self.config.controls)
@@ -393,6 +399,7 @@ class LayerwiseLREnv(ParallelEnv):
             val_limit=self.config.val_limit,
             num_threads=self.config.num_threads,
             updates=[(knob.name, knob.update) for knob in self._engine_knobs],
+            step_clip=self.core.step_clip,
         )
         num_layers = self.trainer.num_layers
         if num_layers > self.max_layers:

@@ -173,6 +173,8 @@ def export_policy(
         payload["fallback_step_ratio"] = float(env_config["fallback_step_ratio"])
     if env_config.get("probe_cuts_only"):
         payload["probe_cuts_only"] = True
+    if env_config.get("step_clip") is not None:
+        payload["step_clip"] = float(env_config["step_clip"])
     torch.save(payload, path)
 
 
@@ -206,6 +208,35 @@ def add_fallback(
     payload["fallback_step_ratio"] = float(step_ratio)
     if trained is None:
         payload["extra"] = {**payload.get("extra", {}), "fallback_added": float(step_ratio)}
+    torch.save(payload, out)
+    return Path(out)
+
+
+# The per-step step ratio that 99% of `train_wide`'s networks that train at a constant LR
+# stay within (`python -m benchmarks.step_ratios --every-step`): `add_step_clip`'s default.
+STEP_CLIP = 0.5
+
+
+def add_step_clip(
+    path: str | os.PathLike, out: str | os.PathLike, step_clip: float = STEP_CLIP
+) -> Path:
+    """Write a copy of a policy file that runs under the step clip (`step_clip`).
+
+    The benchmark, `make_env` and `GannoScheduler` then scale down every optimiser step
+    that would change a layer's weights by more than `step_clip` (its plain SGD step; see
+    `ganno_env.decision.step_clip_scale`); the policy's LRs stay as it sets them. The copy
+    records `extra["step_clip_added"]`. ValueError for a clip that is not a finite number
+    > 0, or a policy trained under another clip.
+    """
+    if not (is_finite_number(step_clip) and step_clip > 0):
+        raise ValueError(f"step_clip={step_clip!r}; allowed: a finite number > 0")
+    payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
+    trained = payload.get("step_clip")
+    if trained is not None and float(trained) != float(step_clip):
+        raise ValueError(f"the policy was trained with step_clip={trained!r}; allowed: that value")
+    payload["step_clip"] = float(step_clip)
+    if trained is None:
+        payload["extra"] = {**payload.get("extra", {}), "step_clip_added": float(step_clip)}
     torch.save(payload, out)
     return Path(out)
 
@@ -291,6 +322,7 @@ class PolicyController(Controller):
             "max_step_ratio": self.payload.get("max_step_ratio"),
             "probe_cuts_only": bool(self.payload.get("probe_cuts_only", False)),
             "fallback_step_ratio": self.payload.get("fallback_step_ratio"),
+            "step_clip": self.payload.get("step_clip"),
         }
         if len(self.controls) > 1:
             needed["controls"] = tuple(c.name for c in self.controls)

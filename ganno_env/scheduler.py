@@ -92,7 +92,7 @@ import torch
 from torch import nn
 
 from ganno_env.config import ENV_DEFAULTS
-from ganno_env.decision import DecisionCore
+from ganno_env.decision import DecisionCore, step_clip_scale
 from ganno_env.features import FeatureReference, LayerStats, layer_statistics
 from ganno_env.models import layer_groups
 from ganno_env.policy import (
@@ -173,6 +173,7 @@ class GannoScheduler:
             payload.get("max_step_ratio"),
             bool(payload.get("probe_cuts_only", False)),
             payload.get("fallback_step_ratio"),
+            payload.get("step_clip"),
         )
         self.val_loss_fn = val_loss_fn
         self.optimizer = optimizer
@@ -209,6 +210,8 @@ class GannoScheduler:
             self._interval_decision()
             self._start_interval()
         grads = self._grads()
+        if self.core.step_clip is not None:
+            self._clip_step(grads)
         torch._foreach_add_(self._grad_sum, grads)
         torch._foreach_addcmul_(self._grad_sq_sum, grads, grads)
         self._loss_sum = self._loss_sum + _detached(loss)
@@ -490,6 +493,20 @@ class GannoScheduler:
         for k, control in enumerate(self.core.controls[1:], start=1):
             record[control.name] = self.core.values[0, :, k].tolist()
         self.history.append(record)
+
+    def _clip_step(self, grads: list[torch.Tensor]) -> None:
+        """This step's LRs under the policy's step clip: each layer's LR in force times
+        `step_clip_scale` of this step's gradient, into its param groups (the next decision
+        and `lrs` keep the LRs in force)."""
+        grad_sq, weight_sq = (
+            torch.stack([sum(t.square().sum() for t in layer).cpu() for layer in self._by_layer(x)])
+            for x in (grads, self._weights_flat())
+        )
+        lrs = torch.as_tensor(self.core.lrs, dtype=torch.float32)
+        scale = step_clip_scale(lrs, grad_sq[None], weight_sq[None], self.core.step_clip)
+        for j, groups in enumerate(self._groups):
+            for group in groups:
+                _set_value(group, "lr", float(lrs[0, j] * scale[0, j]))
 
     def _write_values(self, values: np.ndarray) -> None:
         """Every knob's values [L, K] into each layer's param groups."""
