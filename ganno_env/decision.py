@@ -395,17 +395,19 @@ def _array(tensor: torch.Tensor | None) -> np.ndarray | None:
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
 
 
-def step_clip_scale(
-    lrs: torch.Tensor, grad_sq: torch.Tensor, weight_sq: torch.Tensor, step_clip: float
-) -> torch.Tensor:
-    """The factor [N, L] (at most 1) on each layer's LR for one optimiser step under the
-    step clip: it brings the step ratio of that step, `lr * rms(grad) / rms(weight)` (the
-    plain SGD step, `grad_sq` and `weight_sq` the layer's sums of squares), down to
-    `step_clip`. Where the ratio is within it, or is no number (a layer with zero weights,
-    a diverged network), the factor is 1. The engine and `GannoScheduler` both call it, so
-    a clipped step is the same in training, benchmark and a user's loop."""
-    ratio = lrs * (grad_sq / weight_sq).sqrt()
-    clipped = (ratio > step_clip) & (weight_sq > 0) & torch.isfinite(ratio)
+def step_ratio(lrs: torch.Tensor, grad_sq: torch.Tensor, weight_sq: torch.Tensor) -> torch.Tensor:
+    """Each layer's step ratio [N, L] for one optimiser step, `lr * rms(grad) / rms(weight)`
+    (the plain SGD step's relative size), from the layer's sums of squares."""
+    return lrs * (grad_sq / weight_sq).sqrt()
+
+
+def step_clip_scale(ratio: torch.Tensor, step_clip: float) -> torch.Tensor:
+    """The factor [N, L] (at most 1) on each layer's LR for one step under the step clip: it
+    brings a step ratio (`step_ratio`) above `step_clip` down to it. Where the ratio is
+    within it, or is not a finite number (a layer with zero weights, a diverged network),
+    the factor is 1. The engine and `GannoScheduler` both call it, so a clipped step is the
+    same in training, benchmark and a user's loop."""
+    clipped = (ratio > step_clip) & torch.isfinite(ratio)
     return torch.where(clipped, step_clip / ratio, torch.ones_like(ratio))
 
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganno_env.datasets import DataSplits
-from ganno_env.decision import step_clip_scale
+from ganno_env.decision import step_clip_scale, step_ratio
 from ganno_env.features import LayerStats, layer_statistics
 from ganno_env.models import CNN, MLP, init_parameters, layer_groups
 
@@ -83,6 +83,9 @@ class PopulationTrainer:
         self.momentum = momentum
         # no step larger than this step ratio (`ganno_env.decision.step_clip_scale`); None: off
         self.step_clip = None if step_clip is None else float(step_clip)
+        # while the clip is on (math.inf: on, never binding), the largest step ratio any
+        # step asked for since build [N, L], before the clip (`benchmarks.step_ratios`)
+        self.largest_step_ratio: torch.Tensor | None = None
         self.classification = data.kind == "classification"
 
         self.groups = layer_groups(modules[0])
@@ -317,10 +320,10 @@ class PopulationTrainer:
 
     def _clipped(self, lrs: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The per-element LRs of one step under the step clip, from the plain gradient."""
-        scale = step_clip_scale(
-            lrs, self._layer_sum_sq(grad), self._layer_sum_sq(self.flat), self.step_clip
-        )
-        return self._per_element(lrs * scale)
+        ratio = step_ratio(lrs, self._layer_sum_sq(grad), self._layer_sum_sq(self.flat))
+        largest = self.largest_step_ratio
+        self.largest_step_ratio = ratio if largest is None else torch.fmax(largest, ratio)
+        return self._per_element(lrs * step_clip_scale(ratio, self.step_clip))
 
     def _layer_sum_sq(self, flat: torch.Tensor) -> torch.Tensor:
         """Each network's sum of squares per layer [N, L] of a buffer laid out as `flat`."""

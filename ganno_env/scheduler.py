@@ -92,7 +92,7 @@ import torch
 from torch import nn
 
 from ganno_env.config import ENV_DEFAULTS
-from ganno_env.decision import DecisionCore, step_clip_scale
+from ganno_env.decision import DecisionCore, step_clip_scale, step_ratio
 from ganno_env.features import FeatureReference, LayerStats, layer_statistics
 from ganno_env.models import layer_groups
 from ganno_env.policy import (
@@ -503,7 +503,8 @@ class GannoScheduler:
             for x in (grads, self._weights_flat())
         )
         lrs = torch.as_tensor(self.core.lrs, dtype=torch.float32)
-        scale = step_clip_scale(lrs, grad_sq[None], weight_sq[None], self.core.step_clip)
+        ratio = step_ratio(lrs, grad_sq[None], weight_sq[None])
+        scale = step_clip_scale(ratio, self.core.step_clip)
         for j, groups in enumerate(self._groups):
             for group in groups:
                 _set_value(group, "lr", float(lrs[0, j] * scale[0, j]))

@@ -35,6 +35,8 @@ from ganno_env import layerwise_lr_v1
             {"fallback_step_ratio": 0.3, "lr_factors": (1.0, 2.0)},
             ["fallback_step_ratio", "[1.0, 2.0]", "none below 1"],
         ),
+        ({"step_clip": 0}, ["step_clip", "0", "None", "> 0"]),
+        ({"step_clip": float("nan")}, ["step_clip", "nan", "finite"]),
         ({"conditions": "unseen"}, ["conditions", "'unseen'", "train"]),
         ({"conditions": {"depth": -1}}, ["depth", ">= 0"]),
         ({"conditions": {"colour": 1}}, ["colour", "initial_lr"]),
@@ -101,6 +103,7 @@ config_values = {
     "max_step_ratio": st.one_of(st.floats(-1, 2), anything),
     "probe_cuts_only": st.one_of(st.booleans(), anything),
     "fallback_step_ratio": st.one_of(st.floats(-1, 2), anything),
+    "step_clip": st.one_of(st.floats(-1, 2), anything),
 }
 
 

@@ -449,6 +449,45 @@ def test_zero_lr_freezes_exactly_that_layer_of_that_network(optimizer, momentum)
                     assert not same, f"net {i} layer {j} ({name}) did not move"
 
 
+@pytest.mark.parametrize(
+    "make_module,data_kwargs",
+    [(make_mlp(), {}), (make_cnn(), {"image_shape": (1, 8, 8)})],
+    ids=["mlp", "cnn"],
+)
+def test_step_clip_brings_each_large_step_down_to_the_clip_and_leaves_the_rest(
+    make_module, data_kwargs
+):
+    """One SGD step: a layer whose step ratio lr * rms(g) / rms(w) exceeds the clip changes
+    its weights by exactly the clip (relative RMS); every other layer steps as unclipped."""
+    data = classification_data(**data_kwargs)
+    lrs = LRS_MLP * 20
+    free = PopulationTrainer.build(make_module, data, BATCH, SEEDS, SCALES)
+    _, stats = free.probe()  # the gradient of the first step, before it
+    ratios = lrs * stats.grad_rms / stats.weight_rms
+    clip = float(ratios.median())  # about half of the layers above it
+    clipped = PopulationTrainer.build(make_module, data, BATCH, SEEDS, SCALES, step_clip=clip)
+    before = [_layer_vectors(clipped, i) for i in range(3)]
+    clipped.train(lrs, 1)
+    free.train(lrs, 1)
+    above = 0
+    for i in range(3):
+        after, unclipped = _layer_vectors(clipped, i), _layer_vectors(free, i)
+        for j in range(3):
+            step = (after[j] - before[i][j]).norm() / before[i][j].norm()
+            if ratios[i, j] > clip:
+                above += 1
+                torch.testing.assert_close(step, torch.tensor(clip), rtol=1e-4, atol=0)
+            else:
+                torch.testing.assert_close(after[j], unclipped[j], **TIGHT, msg=f"{i} {j}")
+    assert 0 < above < 9, "the clip must bind on some layers and not on others"
+
+
+def _layer_vectors(trainer: PopulationTrainer, i: int) -> list[torch.Tensor]:
+    """Network i's parameters, one flat vector per layer (weight and bias together)."""
+    named = dict(trainer.module(i).named_parameters())
+    return [torch.cat([named[name].flatten() for name in group]) for group in trainer.groups]
+
+
 # --------------------------------------------------------------- 4. momentum and Adam
 @pytest.mark.parametrize(
     "make_module,data_kwargs",

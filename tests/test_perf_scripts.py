@@ -107,3 +107,28 @@ def test_step_ratios_probes_training_conditions_only(capsys):
     assert [step_ratios.round_up(v) for v in (0.3279, 0.33, 1.0, 0.001234)] == [
         0.33, 0.33, 1.0, 0.0013,
     ]  # fmt: skip
+
+
+def test_step_ratios_every_step_tracks_the_largest_step_and_trains_under_the_clip(capsys):
+    from benchmarks import step_ratios
+
+    free = step_ratios.every_step_ratios("train_hot", resets=1, population=3, steps=30,
+                                         step_clip=None)  # fmt: skip
+    assert free.shape == (3, 4)
+    # the first step's ratio is the probe's, so the largest is at least that
+    probe = step_ratios.probe_step_ratios("train_hot", resets=1, population=3)
+    assert (free[:, 1] >= probe.max(1) * (1 - 1e-5)).all()
+    clip = float(np.median(free[:, 1]))  # binds on at least one network
+    clipped = step_ratios.every_step_ratios("train_hot", 1, 3, 30, step_clip=clip)
+    np.testing.assert_array_equal(clipped[:, [0, 2]], free[:, [0, 2]])  # the same networks
+    bound = free[:, 1] > clip
+    assert bound.any() and not np.allclose(clipped[bound, 3], free[bound, 3])
+
+    step_ratios.main(["--every-step", "--resets", "1", "--population", "3", "--steps", "30"])
+    printed = capsys.readouterr().out
+    assert "3 networks, 30 steps at their LR, no clip" in printed
+    with pytest.raises(ValueError, match="'unseen_lr_high' is held out"):
+        step_ratios.every_step_ratios("unseen_lr_high", 1, 1, 5, None)
+    with pytest.raises(SystemExit):
+        step_ratios.main(["--every-step", "--step-clip", "0"])
+    assert "--step-clip 0.0: allowed a finite number > 0" in capsys.readouterr().err

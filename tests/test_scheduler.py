@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganno_env import GannoScheduler, add_fallback, load_policy
+from ganno_env import GannoScheduler, add_fallback, add_step_clip, load_policy
 from ganno_env.features import FEATURE_NAMES
 from ganno_env.models import MLP
 from tests.helpers import random_policy, recorded_episode, replay, train_steps
@@ -124,6 +124,29 @@ def test_a_fallback_added_after_training_runs_in_the_env_and_the_scheduler_alike
     assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "up_guarded.pt").exists()
 
 
+def test_a_step_clip_runs_in_the_env_and_the_scheduler_alike(tmp_path):
+    clip = 2e-3  # small enough to bind on some steps of this run
+    trained_without = random_policy(tmp_path / "free.pt")
+    clipped = add_step_clip(trained_without, tmp_path / "clipped.pt", clip)
+    assert load_policy(clipped).env_requirements()["step_clip"] == clip
+    assert load_policy(clipped).payload["extra"]["step_clip_added"] == clip
+    records, model, batches, data = run_env(clipped, step_clip=clip)
+    free, *_ = run_env(trained_without)
+    assert records[0]["lrs"] == free[0]["lrs"]  # the clip acts on steps, not on the probe
+    assert [r["train_loss"] for r in records] != [r["train_loss"] for r in free], "must bind"
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    assert_replays_the_env(clipped, optimizer, records, model, batches, data, step_clip=clip)
+    with pytest.raises(ValueError, match="step_clip=None.*step_clip=0.002"):
+        run_env(clipped)  # its LRs would take other steps without the clip
+
+    for bad in (0, -1.0, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match=f"step_clip={bad!r}; allowed: a finite number > 0"):
+            add_step_clip(trained_without, tmp_path / "bad.pt", bad)
+    with pytest.raises(ValueError, match="trained with step_clip=0.002; allowed: that value"):
+        add_step_clip(clipped, tmp_path / "other.pt", 0.5)
+    assert not (tmp_path / "bad.pt").exists() and not (tmp_path / "other.pt").exists()
+
+
 def test_a_policy_that_clips_its_observations_runs_in_the_env_and_the_scheduler_alike(tmp_path):
     free = random_policy(tmp_path / "free.pt")
     payload = torch.load(free, weights_only=True)
@@ -136,9 +159,12 @@ def test_a_policy_that_clips_its_observations_runs_in_the_env_and_the_scheduler_
     assert_replays_the_env(tmp_path / "clipped.pt", optimizer, records, model, batches, data)
 
 
-def assert_replays_the_env(policy_path, optimizer, records, model, batches, data):
+def assert_replays_the_env(
+    policy_path, optimizer, records, model, batches, data, step_clip: float | None = None
+):
     """A scheduler on an ordinary loop over the env's minibatches observes, decides and
-    loses exactly what the env did; returns its LRs [decision, layer]."""
+    loses exactly what the env did; returns its LRs [decision, layer]. Under a step clip
+    the optimizer's last step took each layer's LR in force or less, as the clip asked."""
     x_train, y_train, x_val, y_val = data
     assert len(batches) == INTERVAL * CYCLES
 
@@ -161,7 +187,10 @@ def assert_replays_the_env(policy_path, optimizer, records, model, batches, data
     np.testing.assert_allclose(val_loss(), records[-1]["val_loss"], rtol=1e-5)
     lrs = np.array([h["lrs"] for h in history])
     for j, group in enumerate(optimizer.param_groups):
-        assert group["lr"] == pytest.approx(lrs[-1, j])
+        if step_clip is None:
+            assert group["lr"] == pytest.approx(lrs[-1, j])
+        else:
+            assert 0 < group["lr"] <= lrs[-1, j] * (1 + 1e-6)
     return lrs
 
 
