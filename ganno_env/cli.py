@@ -215,6 +215,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["probe_cuts_only"] = True
     if args.fallback_step_ratio is not None:
         env_config["fallback_step_ratio"] = args.fallback_step_ratio
+    if args.step_clip is not None:
+        env_config["step_clip"] = args.step_clip
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -521,6 +523,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fallback: a network with a layer whose SGD step, at its LR or at the one its "
         "agents ask for, changes its weights by more than this fraction has every LR cut by "
         "the smallest factor instead of the agents' actions (default: the preset's, none)",
+    )
+    train.add_argument(
+        "--step-clip",
+        type=_positive_float,
+        default=None,
+        help="step clip: at every optimiser step, a layer whose SGD step would change its "
+        "weights by more than this fraction takes the step scaled down to it (default: the "
+        "preset's, none)",
     )
     train.add_argument(
         "--probe-cuts-only",
