@@ -29,7 +29,9 @@ from ganno_env.observation_clip import MAIN_JOB_CLIP, add_observation_clip
 from ganno_env.policy import (
     FALLBACK_STEP_RATIO,
     MAPPINGS,
+    STEP_CLIP,
     add_fallback,
+    add_step_clip,
     load_policy,
     resolve_policy_path,
 )
@@ -257,7 +259,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             print(f"== 1/2 training GANNO: preset {preset.name}, mapping shared -> {out / 'train'}")
             policy = train(preset, "shared", out / "train", resume="auto")
-            guards = (args.fallback_step_ratio, args.observation_clip)
+            guards = (args.fallback_step_ratio, args.observation_clip, args.step_clip)
             policy = str(add_guards(policy, out / "train", *guards))
             print(f"   benchmarked policy -> {policy}")
             trained = time.perf_counter()
@@ -302,11 +304,13 @@ def add_guards(
     folder: Path,
     step_ratio: float | None,
     features: Sequence[str] | None,
+    step_clip: float | None = None,
 ) -> Path:
     """The main job's guards, in their order: the fallback (`add_fallback`, written to
     folder/policy_fallback.pt), then the clip (`add_observation_clip`, of that copy, to
-    folder/policy_clipped.pt). None leaves one out; the last file written is returned (the
-    policy itself when both are None)."""
+    folder/policy_clipped.pt), then, when asked for, the step clip (`add_step_clip`, to
+    folder/policy_step_clip.pt). None leaves one out; the last file written is returned
+    (the policy itself when all are None)."""
     policy = Path(policy)
     if step_ratio is not None:
         policy = add_fallback(policy, folder / "policy_fallback.pt", step_ratio)
@@ -315,6 +319,9 @@ def add_guards(
         policy = add_observation_clip(policy, folder / "policy_clipped.pt", features)
         for name, (low, high) in load_policy(policy).payload["observation_clip"].items():
             print(f"   {name} clipped to [{low:.3g}, {high:.3g}], the range training shows")
+    if step_clip is not None:
+        policy = add_step_clip(policy, folder / "policy_step_clip.pt", step_clip)
+        print(f"   every step clipped to step ratio {step_clip}")
     return policy
 
 
@@ -322,32 +329,32 @@ def cmd_guard(args: argparse.Namespace) -> int:
     """Write a copy of a policy with the main job's guards: the fallback, then the clip.
 
     The same two steps as `ganno run` after training (`add_fallback`, then
-    `add_observation_clip`), for any policy file or `pretrained`. A fallback the policy
-    already runs under is kept; another ratio, or a clip it already has, is refused before
-    any work. The copy appears at --out only once complete; the file given never changes.
+    `add_observation_clip`), for any policy file or `pretrained`, then the step clip where
+    --step-clip asks for it (`add_step_clip`). A fallback or step clip the policy already
+    runs under is kept; another value, or an observation clip it already has, is refused
+    before any work. The copy appears at --out only once complete; the file given never
+    changes.
     """
-    if args.fallback_step_ratio is None and args.observation_clip is None:
+    if (
+        args.fallback_step_ratio is None
+        and args.observation_clip is None
+        and args.step_clip is None
+    ):
         raise UsageError(
             "--fallback-step-ratio none and --observation-clip none leave nothing to add; "
-            "allowed: at most one of them none"
+            "allowed: at most one of them none, or a --step-clip"
         )
     source = _policy_file(args.policy)
     payload = load_policy(source).payload  # a file the package can run, or a clear error
-    has_fallback, has_clip = payload.get("fallback_step_ratio"), payload.get("observation_clip")
+    has_clip = payload.get("observation_clip")
     if args.observation_clip is not None and has_clip is not None:
         raise UsageError(
             f"--policy {args.policy!r} already clips {sorted(has_clip)}; allowed: a policy "
             "without a clip, or --observation-clip none"
         )
-    add_ratio = args.fallback_step_ratio
-    if add_ratio is not None and has_fallback is not None:
-        if float(has_fallback) != float(add_ratio):
-            raise UsageError(
-                f"--policy {args.policy!r} runs under fallback_step_ratio={has_fallback}; "
-                f"allowed: --fallback-step-ratio {has_fallback} or none"
-            )
-        add_ratio = None  # there already
-    if add_ratio is None and args.observation_clip is None:
+    add_ratio = _not_there(args.policy, payload, "fallback_step_ratio", args.fallback_step_ratio)
+    step_clip = _not_there(args.policy, payload, "step_clip", args.step_clip)
+    if add_ratio is None and args.observation_clip is None and step_clip is None:
         raise UsageError(f"--policy {args.policy!r} already carries the guards asked for")
     out = Path(args.out)
     if out.resolve() == Path(source).resolve():
@@ -360,15 +367,32 @@ def cmd_guard(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UsageError(f"--out {args.out!r} cannot be created: {str(folder)!r} is a file")
     if add_ratio is None and args.fallback_step_ratio is not None:
-        print(f"   fallback {has_fallback} already there")
+        print(f"   fallback {args.fallback_step_ratio} already there")
+    if step_clip is None and args.step_clip is not None:
+        print(f"   step clip {args.step_clip} already there")
     with tempfile.TemporaryDirectory(prefix="ganno-guard-") as scratch:
-        policy = add_guards(source, Path(scratch), add_ratio, args.observation_clip)
+        guards = (add_ratio, args.observation_clip, step_clip)
+        policy = add_guards(source, Path(scratch), *guards)
         out.parent.mkdir(parents=True, exist_ok=True)  # only now: a refusal above leaves nothing
         partial = out.with_name(f".{out.name}.partial")
         shutil.copyfile(policy, partial)
         os.replace(partial, out)
     print(f"guarded policy -> {out}")
     return 0
+
+
+def _not_there(policy: str, payload: dict, key: str, value: float | None) -> float | None:
+    """`value` when the policy lacks `key` (a guard to add); None when it has it at that
+    value already or none is asked for; a UsageError when it has it at another value."""
+    there = payload.get(key)
+    if value is None or there is None:
+        return value
+    if float(there) != float(value):
+        option = "--" + key.replace("_", "-")
+        raise UsageError(
+            f"--policy {policy!r} runs under {key}={there}; allowed: {option} {there} or none"
+        )
+    return None
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -457,6 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="then clip these features, comma-separated, to the range the policy meets on "
             "its training conditions (add_observation_clip); none: no clip (default: "
             f"{','.join(MAIN_JOB_CLIP) if MAIN_JOB_CLIP else 'none'})",
+        )
+        p.add_argument(
+            "--step-clip",
+            type=_positive_float_or_none,
+            default=None,
+            help="then clip every optimiser step to this step ratio (add_step_clip; "
+            f"{STEP_CLIP} is what train_wide shows); none: no step clip (default: none)",
         )
 
     add_guard_options(run, "benchmark the trained policy")

@@ -136,3 +136,26 @@ def test_a_fallback_already_there_is_kept_and_another_ratio_refused(tmp_path, tr
     assert main([*other, "--observation-clip", "none"]) == 2
     assert "already carries the guards asked for" in one_line_error(capsys)
     assert not (tmp_path / "other.pt").exists()
+
+
+def test_a_step_clip_is_added_last_and_kept_or_refused_like_the_fallback(tmp_path, trained, capsys):
+    out = tmp_path / "guarded.pt"
+    assert main(["guard", "--policy", str(trained), "--out", str(out), "--step-clip", "0.5"]) == 0
+    assert "every step clipped to step ratio 0.5" in capsys.readouterr().out
+    payload = load_policy(out).payload
+    assert (payload["step_clip"], payload["extra"]["step_clip_added"]) == (0.5, 0.5)
+    assert payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
+    # the observation clip is measured before the step clip, as `ganno run` measures it
+    by_hand = add_observation_clip(add_fallback(trained, tmp_path / "fb.pt"), tmp_path / "c.pt")
+    assert payload["observation_clip"] == load_policy(by_hand).payload["observation_clip"]
+    without = load_policy(tmp_path / "c.pt").payload
+    assert "step_clip" not in without and "step_clip" not in load_policy(trained).payload
+
+    again = ["guard", "--policy", str(out), "--out", str(tmp_path / "again.pt")]
+    assert main([*again, "--observation-clip", "none", "--step-clip", "0.5"]) == 2
+    assert "already carries the guards asked for" in one_line_error(capsys)
+    assert main([*again, "--observation-clip", "none", "--step-clip", "0.4"]) == 2
+    assert "runs under step_clip=0.5; allowed: --step-clip 0.5 or none" in one_line_error(capsys)
+    assert main([*again, "--step-clip", "0"]) == 2
+    assert "expected one positive, finite number or none" in one_line_error(capsys)
+    assert not (tmp_path / "again.pt").exists()

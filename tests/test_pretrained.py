@@ -21,6 +21,7 @@ from ganno_env.models import MLP
 from ganno_env.observation_clip import MAIN_JOB_CLIP
 from ganno_env.policy import (
     FALLBACK_STEP_RATIO,
+    STEP_CLIP,
     PolicyNet,
     export_policy,
     load_policy,
@@ -68,8 +69,10 @@ def test_shipped_policy_loads_weights_only_and_records_its_training():
 
 
 @shipped
-def test_shipped_policy_carries_the_main_jobs_guards():
+def test_shipped_policy_carries_the_main_jobs_guards_and_the_step_clip():
     payload = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+    assert payload["step_clip"] == payload["extra"]["step_clip_added"] == STEP_CLIP
+    assert load_policy(SHIPPED).env_requirements()["step_clip"] == STEP_CLIP
     assert payload["fallback_step_ratio"] == FALLBACK_STEP_RATIO
     assert payload["extra"]["fallback_added"] == FALLBACK_STEP_RATIO
     assert sorted(payload["observation_clip"]) == sorted(MAIN_JOB_CLIP)

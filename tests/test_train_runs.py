@@ -207,7 +207,8 @@ def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the
     proc = ganno_train("--preset", "smoke", "--out", out, "--stop-iters", 1, "--conditions",
                        conditions, "--lr-factors", "0.5,1,2", "--population", 3,
                        "--max-step-ratio", 0.5, "--critic", "network",
-                       "--probe-cuts-only", "--fallback-step-ratio", 0.4)  # fmt: skip
+                       "--probe-cuts-only", "--fallback-step-ratio", 0.4,
+                       "--step-clip", 0.6)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "run.json").read_text())["config"]["critic"] == "network"
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
@@ -223,6 +224,8 @@ def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the
     assert policy.env_requirements()["probe_cuts_only"] is True
     assert env_config["fallback_step_ratio"] == 0.4  # and the fallback
     assert policy.env_requirements()["fallback_step_ratio"] == 0.4
+    assert env_config["step_clip"] == 0.6  # and the step clip
+    assert policy.env_requirements()["step_clip"] == 0.6
 
 
 def test_agents_per_env_trains_networks_of_several_depths_from_the_command_line(tmp_path):
