@@ -135,7 +135,9 @@ class GannoScheduler:
     features the policy saw (the feature set of the policy's env version), and `history`
     one dict per decision (step, lrs, actions, train_loss, val_loss as the features used
     them). `policy_sha256` names the policy; `state_dict()` / `load_state_dict()` checkpoint
-    the scheduler.
+    the scheduler. Under a policy's step clip (`add_step_clip`), `observe` also sets each
+    step's param-group LRs to the LRs in force times the clip's factor for that step's
+    gradient, so `get_last_lr()` shows what the step used and `lrs` what the policy set.
     """
 
     def __init__(
