@@ -149,7 +149,8 @@ def test_a_changed_input_recomputes_its_runs_and_the_report_uses_only_current_on
 def test_the_report_names_the_policy_file_and_the_rules_it_ran_under(tmp_path):
     torch.set_num_threads(1)
     suite = tiny_suite()
-    policy = random_policy(tmp_path / "p.pt", env_config={"fallback_step_ratio": 0.5})
+    rules = {"fallback_step_ratio": 0.5, "step_clip": 0.8}
+    policy = random_policy(tmp_path / "p.pt", env_config=rules)
     out = tmp_path / "bench"
     path = run_suite(suite, out, policy=policy, controllers=["ganno", "constant"])
     inputs = run_inputs(suite, ["ganno", "constant"], policy)
@@ -157,10 +158,13 @@ def test_the_report_names_the_policy_file_and_the_rules_it_ran_under(tmp_path):
     assert summary["policy"] == {
         "file": str(policy), "policy_hash": file_hash(policy), "fallback_step_ratio": 0.5,
         "fallback_added_after_training": False, "max_step_ratio": None,
-        "probe_cuts_only": False, "observation_clip": None,
+        "probe_cuts_only": False, "step_clip": 0.8, "observation_clip": None,
     }  # fmt: skip
     report = (out / "report.md").read_text()
-    assert "with the fallback at step ratio 0.5, trained with it, no safety net." in report
+    assert (
+        "with the fallback at step ratio 0.5, trained with it, no safety net, every step "
+        "clipped to step ratio 0.8." in report
+    )
     # a report without the policy's controllers says nothing about the policy
     inputs = run_inputs(suite, ["constant"], policy)
     summary = build_report(path, suite, out, reps=50, inputs=inputs, policy=policy)
