@@ -1,7 +1,8 @@
-"""What does a second knob cost? The env's speed with the LR alone and with more knobs.
+"""What does a second knob or the step clip cost? The env's speed with the LR alone and more.
 
 Why: every knob after the LR adds its update (`ganno_env.knobs.Knob.update`) to every
-inner optimiser step, and an experiment is millions of those steps. This script times one
+inner optimiser step, and so does the step clip (`step_clip`: each layer's step ratio,
+then its clipped LRs), and an experiment is millions of those steps. This script times one
 episode of each configuration, round-robin over the repeats so machine noise hits all of
 them alike, and prints the medians and each one's time relative to the LR alone:
 
@@ -10,7 +11,8 @@ them alike, and prints the medians and each one's time relative to the LR alone:
   momentum update (some elements without momentum);
 * `lr+momentum (0.9)`: momentum as a knob from 0.9: its short path (every element has
   momentum), the case of a trained policy, which raises momentum early;
-* `lr+weight_decay`, `lr+momentum+weight_decay (0.9)`.
+* `lr+weight_decay`, `lr+momentum+weight_decay (0.9)`;
+* `lr, step clip 0.5`: the LR alone under the step clip (binding or not, it costs the same).
 
 Every agent keeps its values (factor 1 for every knob). Run on an idle machine:
 ``python -m benchmarks.perf_knobs`` (``--population``, ``--repeats``, ``--cycles``).
@@ -38,6 +40,7 @@ CONFIGURATIONS: dict[str, dict[str, Any]] = {
         "momentum": 0.9,
         "weight_decay": 1e-4,
     },
+    "lr, step clip 0.5": {"step_clip": 0.5},
 }
 
 
