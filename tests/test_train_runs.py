@@ -326,3 +326,12 @@ def test_the_main_job_benchmarks_its_policy_with_the_fallback_and_the_clip(ray_s
     said, text = report()
     assert said["policy_hash"] == file_hash(trained) and said["fallback_step_ratio"] is None
     assert "with no fallback, no safety net." in text
+    # the step clip, asked for: added last, to the clipped copy, and benchmarked
+    assert cli.main(["run", "--quick", "--out", str(out), "--step-clip", "0.5"]) == 0
+    step_clipped = out / "train" / "policy_step_clip.pt"
+    payload = load_policy(step_clipped).payload
+    assert payload["step_clip"] == 0.5 and "observation_clip" in payload
+    assert file_hash(step_clipped) in benchmarked_policies()
+    said, text = report()
+    assert said["policy_hash"] == file_hash(step_clipped) and said["step_clip"] == 0.5
+    assert "every step clipped to step ratio 0.5" in text
