@@ -107,6 +107,7 @@ SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): scheduler_loop,  # noqa: E501
     ("README.md", "from ganno_env import add_fallback"): scheduler_loop,
     ("README.md", "from ganno_env import add_observation_clip"): main_job_policy,
+    ("README.md", "from ganno_env import add_step_clip"): scheduler_loop,
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
 }  # fmt: skip
 
@@ -131,6 +132,12 @@ def _check_clipped(ns: dict[str, Any]) -> None:
     assert low <= 0.0 <= high
 
 
+def _check_step_clipped(ns: dict[str, Any]) -> None:
+    from ganno_env import load_policy
+
+    assert load_policy("step_clip.pt").env_requirements()["step_clip"] == 0.5
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -141,6 +148,7 @@ CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", 'scheduler = GannoScheduler(optimizer, model, policy="policy.pt", val_loss_fn=val_loss)'): _check_decisions,  # noqa: E501
     ("README.md", "from ganno_env import add_fallback"): _check_guarded,
     ("README.md", "from ganno_env import add_observation_clip"): _check_clipped,
+    ("README.md", "from ganno_env import add_step_clip"): _check_step_clipped,
     ("docs/torchrl.md", "pop = 4"): _check_groups,
 }  # fmt: skip
 
