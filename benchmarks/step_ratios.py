@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -35,11 +36,8 @@ def probe_step_ratios(conditions: str, resets: int, population: int) -> np.ndarr
     """The probe's step ratios [networks, layers] over `resets` resets of `population`
     networks each (network i of reset r draws its conditions from seed r * population + i;
     a reset's networks share their shape, so each reset draws one)."""
-    _check_training(conditions, resets, population)
-    env = LayerwiseLREnv(conditions=conditions, population=population, num_threads=1)
     ratios = []
-    for r in range(resets):
-        env.reset(seed=r * population)
+    for env in _training_resets(conditions, resets, population):
         stats = env.layer_stats
         ratios.append(env.lrs * stats.grad_rms.cpu().numpy() / stats.weight_rms.cpu().numpy())
     return np.concatenate(ratios)
@@ -51,11 +49,8 @@ def every_step_ratios(
     """Per network [networks, 4]: its initial LR (first layer), the largest step ratio any
     of its `steps` steps at that constant LR asked for (before the clip), its initial and
     its final val loss (NaN when it diverged). Seeds as in `probe_step_ratios`."""
-    _check_training(conditions, resets, population)
-    env = LayerwiseLREnv(conditions=conditions, population=population, num_threads=1)
     rows = []
-    for r in range(resets):
-        env.reset(seed=r * population)
+    for env in _training_resets(conditions, resets, population):
         trainer = env.trainer
         trainer.step_clip = math.inf if step_clip is None else float(step_clip)  # tracks
         initial, _ = trainer.evaluate("val", accuracy=False)
@@ -70,6 +65,16 @@ def round_up(value: float, digits: int = 2) -> float:
     """`value` rounded up to `digits` significant digits (0.3279 -> 0.33)."""
     scale = 10 ** (math.floor(math.log10(value)) - digits + 1)
     return round(math.ceil(round(value / scale, 9)) * scale, 12)
+
+
+def _training_resets(conditions: str, resets: int, population: int) -> Iterator[LayerwiseLREnv]:
+    """The env after each of `resets` resets of `population` networks on a training
+    condition (reset r from seed r * population), once the arguments are checked."""
+    _check_training(conditions, resets, population)
+    env = LayerwiseLREnv(conditions=conditions, population=population, num_threads=1)
+    for r in range(resets):
+        env.reset(seed=r * population)
+        yield env
 
 
 def _check_training(conditions: str, resets: int, population: int) -> None:
