@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganno_env.conditions import is_finite_number
 from ganno_env.features import (
     FEATURES_VERSION,
     FeatureReference,
@@ -113,6 +114,8 @@ class DecisionCore:
             None if fallback_step_ratio is None else float(fallback_step_ratio)
         )
         check_fallback_factors(self.fallback_step_ratio, lr_factors)
+        if step_clip is not None and not (is_finite_number(step_clip) and step_clip > 0):
+            raise ValueError(f"step_clip={step_clip!r}; allowed: None or a finite number > 0")
         self.step_clip = None if step_clip is None else float(step_clip)
         self.decisions = 0
         self.values: np.ndarray | None = None

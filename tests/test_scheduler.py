@@ -248,6 +248,7 @@ class Evil:
         (lambda p: p | {"env_version": "other_v9"}, "trained on"),
         (lambda p: p | {"features_version": 0}, "observation features"),
         (lambda p: p | {"mapping": "weird"}, "mapping"),
+        (lambda p: p | {"step_clip": -0.5}, "step_clip=-0.5; allowed: None or a finite"),
     ],
 )
 def test_tampered_policy_files_raise_value_error(tmp_path, policy_path, tamper, message):
