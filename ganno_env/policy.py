@@ -212,8 +212,9 @@ def add_fallback(
     return Path(out)
 
 
-# The per-step step ratio that 99% of `train_wide`'s networks that train at a constant LR
-# stay within (`python -m benchmarks.step_ratios --every-step`): `add_step_clip`'s default.
+# Just under the per-step step ratio (0.55) that 99% of `train_wide`'s networks that survive
+# a constant LR stay within (`python -m benchmarks.step_ratios --every-step`; docs/results.md,
+# "A clip on every step"): `add_step_clip`'s default.
 STEP_CLIP = 0.5
 
 
