@@ -45,7 +45,7 @@ from torch import nn
 
 from ganno_env.datasets import DataSplits
 from ganno_env.decision import step_clip_scale, step_ratio
-from ganno_env.features import LayerStats, layer_statistics
+from ganno_env.features import LayerStats, layer_statistics, sum_sq
 from ganno_env.models import CNN, MLP, init_parameters, layer_groups
 
 OPTIMIZERS = ("sgd", "adam")
@@ -327,10 +327,7 @@ class PopulationTrainer:
 
     def _layer_sum_sq(self, flat: torch.Tensor) -> torch.Tensor:
         """Each network's sum of squares per layer [N, L] of a buffer laid out as `flat`."""
-        layers = self._by_layer(self._views(flat))
-        return torch.stack(
-            [sum(p.flatten(1).square().sum(1) for p in layer) for layer in layers], 1
-        )
+        return torch.stack([sum_sq(layer) for layer in self._by_layer(self._views(flat))], 1)
 
     def _knob_direction(self, grad: torch.Tensor, element_knobs: list) -> torch.Tensor:
         """The step's direction after every knob's update (weight decay, momentum, ...)."""

@@ -146,17 +146,17 @@ def layer_statistics(
     for j, params in enumerate(layers):
         mean_grad = [g / steps for g in grad_sum[j]]
         numel.append(sum(p[0].numel() for p in params))
-        weight_sq.append(_sum_sq(params))
+        weight_sq.append(sum_sq(params))
         energy.append(sum(_per_net(s) for s in grad_sq_sum[j]) / steps)
-        mean_sq.append(_sum_sq(mean_grad))
+        mean_sq.append(sum_sq(mean_grad))
         update_sq.append(
-            _sum_sq([p - s for p, s in zip(params, start[j])])
+            sum_sq([p - s for p, s in zip(params, start[j])])
             if start is not None
             else torch.zeros_like(weight_sq[-1])
         )
         if previous_mean_grad is not None:
             cos_dot.append(sum(_per_net(a * b) for a, b in zip(mean_grad, previous_mean_grad[j])))
-            prev_sq.append(_sum_sq(previous_mean_grad[j]))
+            prev_sq.append(sum_sq(previous_mean_grad[j]))
     weight_sq, energy, mean_sq, update_sq = map(
         torch.stack, (weight_sq, energy, mean_sq, update_sq)
     )
@@ -259,5 +259,6 @@ def _per_net(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
-def _sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
+def sum_sq(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Each network's sum of squares [N] over a layer's [N, ...] tensors."""
     return sum(_per_net(t.square()) for t in tensors)

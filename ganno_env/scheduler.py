@@ -93,7 +93,7 @@ from torch import nn
 
 from ganno_env.config import ENV_DEFAULTS
 from ganno_env.decision import DecisionCore, step_clip_scale, step_ratio
-from ganno_env.features import FeatureReference, LayerStats, layer_statistics
+from ganno_env.features import FeatureReference, LayerStats, layer_statistics, sum_sq
 from ganno_env.models import layer_groups
 from ganno_env.policy import (
     PolicyController,
@@ -501,11 +501,11 @@ class GannoScheduler:
         `step_clip_scale` of this step's gradient, into its param groups (the next decision
         and `lrs` keep the LRs in force)."""
         grad_sq, weight_sq = (
-            torch.stack([sum(t.square().sum() for t in layer).cpu() for layer in self._by_layer(x)])
+            torch.stack([sum_sq(layer).cpu() for layer in self._by_layer(x)], 1)
             for x in (grads, self._weights_flat())
         )
         lrs = torch.as_tensor(self.core.lrs, dtype=torch.float32)
-        ratio = step_ratio(lrs, grad_sq[None], weight_sq[None])
+        ratio = step_ratio(lrs, grad_sq, weight_sq)
         scale = step_clip_scale(ratio, self.core.step_clip)
         for j, groups in enumerate(self._groups):
             for group in groups:
