@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,18 +198,10 @@ def add_fallback(
     """
     if not (is_finite_number(step_ratio) and step_ratio > 0):
         raise ValueError(f"step_ratio={step_ratio!r}; allowed: a finite number > 0")
-    payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
-    trained = payload.get("fallback_step_ratio")
-    if trained is not None and float(trained) != float(step_ratio):
-        raise ValueError(
-            f"the policy was trained with fallback_step_ratio={trained!r}; allowed: that value"
-        )
-    check_fallback_factors(step_ratio, payload["lr_factors"])
-    payload["fallback_step_ratio"] = float(step_ratio)
-    if trained is None:
-        payload["extra"] = {**payload.get("extra", {}), "fallback_added": float(step_ratio)}
-    torch.save(payload, out)
-    return Path(out)
+    return _copy_with_rule(
+        path, out, "fallback_step_ratio", step_ratio, "fallback_added",
+        check=lambda payload: check_fallback_factors(step_ratio, payload["lr_factors"]),
+    )  # fmt: skip
 
 
 # Just under the per-step step ratio (0.55) that 99% of `train_wide`'s networks that survive
@@ -231,13 +223,30 @@ def add_step_clip(
     """
     if not (is_finite_number(step_clip) and step_clip > 0):
         raise ValueError(f"step_clip={step_clip!r}; allowed: a finite number > 0")
+    return _copy_with_rule(path, out, "step_clip", step_clip, "step_clip_added")
+
+
+def _copy_with_rule(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    key: str,
+    value: float,
+    added: str,
+    check: Callable[[Mapping[str, Any]], None] | None = None,
+) -> Path:
+    """Write a copy of a policy file whose payload runs under `key` = `value`, a run-time
+    rule added after training; `extra[added]` records that it came after training. A policy
+    trained with the rule at another value is a ValueError; `check(payload)` may refuse
+    others before anything is written."""
     payload = dict(load_policy(path).payload)  # a file it can serve, or a clear error
-    trained = payload.get("step_clip")
-    if trained is not None and float(trained) != float(step_clip):
-        raise ValueError(f"the policy was trained with step_clip={trained!r}; allowed: that value")
-    payload["step_clip"] = float(step_clip)
+    trained = payload.get(key)
+    if trained is not None and float(trained) != float(value):
+        raise ValueError(f"the policy was trained with {key}={trained!r}; allowed: that value")
+    if check is not None:
+        check(payload)
+    payload[key] = float(value)
     if trained is None:
-        payload["extra"] = {**payload.get("extra", {}), "step_clip_added": float(step_clip)}
+        payload["extra"] = {**payload.get("extra", {}), added: float(value)}
     torch.save(payload, out)
     return Path(out)
 
