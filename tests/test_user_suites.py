@@ -196,6 +196,17 @@ def test_the_harder_suite_is_harder_than_training_in_every_condition():
     assert {"cifar10_mlp", "cifar10_cnn"} <= set(suite.conditions)
 
 
+def test_the_held_in_suite_is_the_main_jobs_training_distribution_on_unseen_seeds():
+    suite = load_suite("heldin")
+    assert suite.version == "heldin_v0" and suite.conditions == ("train_wide",)
+    assert min(suite.seeds) >= 1_000_000 and len(suite.seeds) >= 40
+    assert differences_from_training(suite, "train_wide") == []
+    assert suite.oracle_grid == load_suite("unseen").oracle_grid
+    ppo = pytest.importorskip("rllib_configs.ppo")  # the presets need Ray
+    for preset in ("local", "full"):  # if a preset moves, this suite must follow it
+        assert ppo.get_preset(preset).env_config["conditions"] == "train_wide"
+
+
 def test_training_conditions_from_a_file_are_checked_against_the_held_out_ones(tmp_path):
     ok = {"specs": {"initial_lr": {"log_uniform": [1e-4, 0.3]}, "width": {"choice": [32, 48]}},
           "description": "mine"}  # fmt: skip
