@@ -1,5 +1,8 @@
 """Benchmark suites: versioned sets of held-out conditions, seeds and episode settings.
 
+(`heldin` is the exception: the main job's training conditions on seeds training never
+draws, so that a policy's result there is the baseline for its generalisation gap.)
+
 A suite file names its version, its conditions, the seeds (>= 1,000,000, never used in
 training) and the oracle's LR grid. Seed s of a condition always gives the same initial
 conditions, so every controller starts each run from exactly the same LR, weights and data
