@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ganno_env.conditions import FileProblems
-from ganno_env.config import ENV_DEFAULTS
+from ganno_env.config import ENV_DEFAULTS, REWARD_MODES
 from ganno_env.controllers import HAND_MADE, make_controller
 from ganno_env.features import FEATURE_NAMES
 from ganno_env.folder_lock import UsageError, folder_lock
@@ -219,6 +219,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["fallback_step_ratio"] = args.fallback_step_ratio
     if args.step_clip is not None:
         env_config["step_clip"] = args.step_clip
+    if args.reward is not None:
+        env_config["reward"] = args.reward
     if env_config != preset.env_config:
         from ganno_env.config import EnvConfig
 
@@ -562,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="step clip: at every optimiser step, a layer whose SGD step would change its "
         "weights by more than this fraction takes the step scaled down to it (default: the "
         "preset's, none)",
+    )
+    train.add_argument(
+        "--reward",
+        choices=REWARD_MODES,
+        default=None,
+        help="log_improvement: each network's log val-loss improvement; final: all of it at "
+        "the end; vs_bold_driver: the improvement minus that of a bold-driver twin of the "
+        "network (twice the networks to train) (default: the preset's, log_improvement)",
     )
     train.add_argument(
         "--probe-cuts-only",

@@ -28,7 +28,7 @@ from ganno_env.knobs import Knob, get_knobs
 from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous", "log_lr")
-REWARD_MODES = ("log_improvement", "final")
+REWARD_MODES = ("log_improvement", "final", "vs_bold_driver")
 RENDER_MODES = (None, "ansi", "human")
 
 
@@ -149,6 +149,11 @@ class EnvConfig:
         setting inside its bounds (the LR's: `_check_initial_lrs`)."""
         knobs = get_knobs(self.controls)
         object.__setattr__(self, "controls", tuple(self.controls))  # a list compares unequal
+        if self.reward == "vs_bold_driver" and len(knobs) > 1:  # bold driver sets LRs only
+            raise ValueError(
+                f"reward='vs_bold_driver' with controls={self.controls!r}; allowed: "
+                "controls=('lr',) (the bold-driver twin sets nothing but the LR)"
+            )
         for knob in knobs[1:]:
             if self.optimizer not in knob.optimizers:
                 raise ValueError(

@@ -215,6 +215,7 @@ from pettingzoo import AECEnv, ParallelEnv
 from pettingzoo.utils import wrappers
 from pettingzoo.utils.conversions import parallel_to_aec_wrapper
 
+from ganno_env.bold_twin import BoldDriverTwin
 from ganno_env.conditions import (
     CONDITION_FIELDS,
     HELD_OUT_SEED_START,
@@ -384,23 +385,7 @@ class LayerwiseLREnv(ParallelEnv):
         first = conditions[0]
         task = self._resolve_task(first.task)
         data = task.load_data()
-        self.trainer = PopulationTrainer.build(
-            lambda: task.build_model(first.width, first.depth, data),
-            data,
-            batch_size=first.batch_size,
-            seeds=[c.seed for c in conditions],
-            init_scales=[c.init_scale for c in conditions],
-            grad_scales=[c.grad_scale for c in conditions],
-            input_scales=[c.input_scale for c in conditions],
-            optimizer=self.config.optimizer,
-            # a controlled momentum is a knob's update, starting from this setting
-            momentum=0.0 if "momentum" in self.config.controls else self.config.momentum,
-            device=self.config.device,
-            val_limit=self.config.val_limit,
-            num_threads=self.config.num_threads,
-            updates=[(knob.name, knob.update) for knob in self._engine_knobs],
-            step_clip=self.core.step_clip,
-        )
+        self.trainer = self._build_trainer(task, data, conditions, self.core.step_clip)
         num_layers = self.trainer.num_layers
         if num_layers > self.max_layers:
             raise ValueError(
@@ -425,11 +410,44 @@ class LayerwiseLREnv(ParallelEnv):
             val_loss.cpu().numpy(),
         )
         self._done = np.zeros(n, dtype=bool)
+        self.bold_twin = None
+        if self.config.reward == "vs_bold_driver":  # the same networks, trained by bold driver
+            twin_trainer = self._build_trainer(task, data, conditions, step_clip=None)
+            self.bold_twin = BoldDriverTwin(
+                twin_trainer, lrs, self.config.lr_bounds, self.val_loss, self.cap
+            )
         self.layer_stats = stats
         self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
         self._observations = self._per_agent(obs)
         infos = {a: self._info(a) for a in self.agents}
         return dict(self._observations), infos
+
+    def _build_trainer(
+        self,
+        task: Task,
+        data: Any,
+        conditions: list[InitialConditions],
+        step_clip: float | None,
+    ) -> PopulationTrainer:
+        """The population of this episode's networks (network i from conditions[i])."""
+        first = conditions[0]
+        return PopulationTrainer.build(
+            lambda: task.build_model(first.width, first.depth, data),
+            data,
+            batch_size=first.batch_size,
+            seeds=[c.seed for c in conditions],
+            init_scales=[c.init_scale for c in conditions],
+            grad_scales=[c.grad_scale for c in conditions],
+            input_scales=[c.input_scale for c in conditions],
+            optimizer=self.config.optimizer,
+            # a controlled momentum is a knob's update, starting from this setting
+            momentum=0.0 if "momentum" in self.config.controls else self.config.momentum,
+            device=self.config.device,
+            val_limit=self.config.val_limit,
+            num_threads=self.config.num_threads,
+            updates=[(knob.name, knob.update) for knob in self._engine_knobs],
+            step_clip=step_clip,
+        )
 
     # -------------------------------------------------------------------- step
     def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
@@ -454,10 +472,12 @@ class LayerwiseLREnv(ParallelEnv):
         diverged_now = measured.diverged_now
         truncated_now = live & ~diverged_now & (self.num_moves >= self.config.max_cycles)
         finished = diverged_now | truncated_now
-        if self.config.reward == "log_improvement":
-            reward = np.log(previous) - np.log(capped)
-        else:
+        if self.config.reward == "final":
             reward = np.where(finished, np.log(self.initial_val_loss) - np.log(capped), 0.0)
+        else:
+            reward = np.log(previous) - np.log(capped)
+        if self.bold_twin is not None:
+            reward = reward - self.bold_twin.step(self.config.interval, self._knob_values())
         reward = np.where(live, reward, 0.0)
 
         # episode ends: test metrics first, then stop diverged networks

@@ -42,6 +42,7 @@ def validation_settings(preset: Preset) -> dict[str, Any]:
     the CPU with one thread (the driver scores them; it may have no GPU)."""
     env = dict(preset.env_config)
     env.pop("agents_per_env", None)  # RLlib's mixed-depth wrapper; the networks are alike
+    env.pop("reward", None)  # scores read final val losses: no twin to train for a reward
     return {
         "conditions": env.pop("conditions", ENV_DEFAULTS["conditions"]),
         "population": int(env.pop("population", ENV_DEFAULTS["population"])),

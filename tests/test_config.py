@@ -93,7 +93,7 @@ config_values = {
     "lr_factors": st.one_of(st.lists(st.floats(-1, 3), max_size=4), anything),
     "lr_bounds": st.one_of(st.tuples(st.floats(-1, 20), st.floats(-1, 20)), anything),
     "action_mode": st.one_of(st.sampled_from(["discrete", "continuous", "log_lr"]), anything),
-    "reward": st.one_of(st.sampled_from(["log_improvement", "final"]), anything),
+    "reward": st.one_of(st.sampled_from(["log_improvement", "final", "vs_bold_driver"]), anything),
     "divergence_factor": st.one_of(st.floats(0, 20), anything),
     "max_layers": st.one_of(st.integers(0, 12), anything),
     "device": st.one_of(st.sampled_from(["cpu", "cuda", "cpu:0", "meta"]), anything),

@@ -58,6 +58,9 @@ def test_validation_reads_the_training_conditions_on_the_cpu():
     assert settings["env_kwargs"]["device"] == "cpu" and "conditions" not in settings["env_kwargs"]
     assert get_preset("cluster_gpu").env_config["device"] == "cuda"
     assert validation_settings(get_preset("cluster_gpu"))["env_kwargs"]["device"] == "cpu"
+    twin = get_preset("local", env_config={**get_preset("local").env_config,
+                                           "reward": "vs_bold_driver"})  # fmt: skip
+    assert "reward" not in validation_settings(twin)["env_kwargs"]  # no twin to train there
 
 
 def test_validation_seeds_stay_below_the_held_out_ones():
