@@ -91,8 +91,11 @@ groups.
 Shared by all agents of a network: ln L_val(t-1) - ln L_val(t), so an episode's return is
 ln(L_val(0) / L_val(T)). The loss used is capped at `divergence_factor` x L_val(0); a capped
 or non-finite val loss ends that network's episode (termination) and its weights stop
-training. With `reward="final"` the whole return arrives at the end of the episode. A
-network whose initial val loss is not finite uses 1.0 as L_val(0).
+training. With `reward="final"` the whole return arrives at the end of the episode. With
+`reward="vs_bold_driver"` each reward is the network's minus that of its bold-driver twin
+(`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule), so the return
+says how much better than bold driver the agents did on that network. A network whose
+initial val loss is not finite uses 1.0 as L_val(0).
 
 ### Infos
 Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`,
