@@ -93,8 +93,9 @@ ln(L_val(0) / L_val(T)). The loss used is capped at `divergence_factor` x L_val(
 or non-finite val loss ends that network's episode (termination) and its weights stop
 training. With `reward="final"` the whole return arrives at the end of the episode. With
 `reward="vs_bold_driver"` each reward is the network's minus that of its bold-driver twin
-(`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule), so the return
-says how much better than bold driver the agents did on that network. A network whose
+(`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule; `env.bold_twin`
+after reset, None with the other rewards), so the return says how much better than bold
+driver the agents did on that network. A network whose
 initial val loss is not finite uses 1.0 as L_val(0).
 
 ### Infos
@@ -359,6 +360,7 @@ class LayerwiseLREnv(ParallelEnv):
         )
         self.np_random, _ = seeding.np_random(None)
         self.trainer: PopulationTrainer | None = None
+        self.bold_twin: BoldDriverTwin | None = None  # reward="vs_bold_driver"'s baseline
         self._conditions_now: list[InitialConditions] = []
         self._done = np.zeros(n, dtype=bool)
 
@@ -591,7 +593,7 @@ class LayerwiseLREnv(ParallelEnv):
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
-        self.trainer = None
+        self.trainer = self.bold_twin = None
 
     # ------------------------------------------------------------------ knobs
     def knob_values(self, name: str) -> np.ndarray:
