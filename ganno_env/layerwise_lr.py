@@ -95,8 +95,8 @@ training. With `reward="final"` the whole return arrives at the end of the episo
 `reward="vs_bold_driver"` each reward is the network's minus that of its bold-driver twin
 (`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule; `env.bold_twin`
 after reset, None with the other rewards), so the return says how much better than bold
-driver the agents did on that network. A network whose
-initial val loss is not finite uses 1.0 as L_val(0).
+driver the agents did on that network. A network whose initial val loss is not finite uses
+1.0 as L_val(0).
 
 ### Infos
 Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`,

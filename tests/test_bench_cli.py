@@ -27,7 +27,7 @@ def one_line_error(capsys) -> str:
         (["--quick", "--out", "{file}/below"], "cannot be created"),
         (
             ["--suite", "nope"],
-            "suite='nope' is unknown; allowed: a shipped suite ['harder', 'quick'",
+            "suite='nope' is unknown; allowed: a shipped suite ['harder', 'heldin', 'quick'",
         ),
         (["--quick", "--suite", "unseen"], "--quick and --suite 'unseen' exclude each other"),
         (["--quick", "--seeds", "9"], "--seeds 9; allowed: 1..3"),
