@@ -22,27 +22,23 @@ import numpy as np
 import torch
 
 from ganno_env.controllers import BoldDriver
+from ganno_env.decision import DecisionCore
 from ganno_env.engine import PopulationTrainer
 
 
 class BoldDriverTwin:
     """Bold driver on a copy of the env's population; `step` returns its log improvement."""
 
-    def __init__(
-        self,
-        trainer: PopulationTrainer,
-        initial_lrs: np.ndarray,
-        lr_bounds: tuple[float, float],
-        val_loss: np.ndarray,
-        cap: np.ndarray,
-    ):
+    def __init__(self, trainer: PopulationTrainer, initial_lrs: np.ndarray, core: DecisionCore):
+        """`core` is the env's, just started: the twin takes its LR bounds, its first
+        (capped) val losses and its cap on the losses (`DecisionCore.safe`)."""
         rule = BoldDriver()
         self.up, self.down = rule.up, rule.down
         self.trainer = trainer
-        self.lr_bounds = lr_bounds
+        self.core = core
+        self.lr_bounds = core.lr_bounds
         self.lrs = np.array(initial_lrs, dtype=np.float64)  # bold driver's own, unclipped
-        self.cap = np.asarray(cap, dtype=np.float64)
-        self.val_loss = np.asarray(val_loss, dtype=np.float64)  # capped, as infos give it
+        self.val_loss = core.val_loss.copy()  # capped, as infos give it
         self.previous_val_loss: np.ndarray | None = None
         self.diverged = np.zeros(len(self.val_loss), dtype=bool)
         self.trainer.probe()  # as the env's reset does: the same first batch
@@ -57,10 +53,8 @@ class BoldDriverTwin:
         in_force = self._as_log_lr_action(np.clip(self.lrs, *self.lr_bounds))
         self.trainer.train(torch.as_tensor(in_force * live[:, None]), interval, knobs)
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
-        val_loss = val_loss.cpu().numpy().astype(np.float64)
-        crossed = ~np.isfinite(val_loss) | (val_loss >= self.cap)
-        diverged_now = live & crossed
-        capped = np.where(np.isfinite(val_loss), np.minimum(val_loss, self.cap), self.cap)
+        capped = self.core.safe(val_loss.cpu().numpy())  # the cap where not finite or above
+        diverged_now = live & (capped >= self.core.cap)
         capped = np.where(live, capped, self.val_loss)
         self.previous_val_loss, self.val_loss = self.val_loss, capped
         self.diverged |= diverged_now

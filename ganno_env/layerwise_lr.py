@@ -418,9 +418,7 @@ class LayerwiseLREnv(ParallelEnv):
         self.bold_twin = None
         if self.config.reward == "vs_bold_driver":  # the same networks, trained by bold driver
             twin_trainer = self._build_trainer(task, data, conditions, step_clip=None)
-            self.bold_twin = BoldDriverTwin(
-                twin_trainer, lrs, self.config.lr_bounds, self.val_loss, self.cap
-            )
+            self.bold_twin = BoldDriverTwin(twin_trainer, lrs, self.core)
         self.layer_stats = stats
         self.agents = [self._agent_id(i, j) for i in range(n) for j in range(num_layers)]
         self._observations = self._per_agent(obs)
@@ -466,7 +464,8 @@ class LayerwiseLREnv(ParallelEnv):
 
         # train one interval, then measure: capped losses and the next observations
         lrs = torch.as_tensor(self.lrs * live[:, None], dtype=torch.float32)
-        train_loss, stats = self.trainer.train(lrs, self.config.interval, self._knob_values())
+        knobs = self._knob_values()
+        train_loss, stats = self.trainer.train(lrs, self.config.interval, knobs)
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         self.inner_steps += self.config.interval
         self.layer_stats = stats
@@ -482,7 +481,7 @@ class LayerwiseLREnv(ParallelEnv):
         else:
             reward = np.log(previous) - np.log(capped)
         if self.bold_twin is not None:
-            reward = reward - self.bold_twin.step(self.config.interval, self._knob_values())
+            reward = reward - self.bold_twin.step(self.config.interval, knobs)
         reward = np.where(live, reward, 0.0)
 
         # episode ends: test metrics first, then stop diverged networks
