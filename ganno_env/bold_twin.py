@@ -36,7 +36,6 @@ class BoldDriverTwin:
         self.up, self.down = rule.up, rule.down
         self.trainer = trainer
         self.core = core
-        self.lr_bounds = core.lr_bounds
         self.lrs = np.array(initial_lrs, dtype=np.float64)  # bold driver's own, unclipped
         self.val_loss = core.val_loss.copy()  # capped, as infos give it
         self.previous_val_loss: np.ndarray | None = None
@@ -50,7 +49,7 @@ class BoldDriverTwin:
             fell = self.val_loss < self.previous_val_loss
             self.lrs = self.lrs * np.where(fell, self.up, self.down)[:, None]
         live = ~self.diverged
-        in_force = self._as_log_lr_action(np.clip(self.lrs, *self.lr_bounds))
+        in_force = self._as_log_lr_action(np.clip(self.lrs, *self.core.lr_bounds))
         self.trainer.train(torch.as_tensor(in_force * live[:, None]), interval, knobs)
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
         capped = self.core.safe(val_loss.cpu().numpy())  # the cap where not finite or above
@@ -69,4 +68,4 @@ class BoldDriverTwin:
         them."""
         logs = np.array([math.log10(lr) for lr in lrs.ravel()], dtype=np.float32)
         powers = 10.0 ** logs.astype(np.float64).reshape(lrs.shape)
-        return np.clip(powers, *self.lr_bounds).astype(np.float32)
+        return np.clip(powers, *self.core.lr_bounds).astype(np.float32)
