@@ -8,20 +8,20 @@ twin trained from the same weights, batches and initial LR by bold driver (the
 log improvement minus the twin's removes it from the return. The twin never sees the
 agents' actions, so it changes the return by a term no action moves.
 
-It reproduces a benchmark run of `bold_driver` on the same seed exactly: its LRs go
-through float32 log10 as the controller's `log_lr` actions do, are clipped to the LR
-bounds, and a twin whose val loss reaches the cap is frozen as the env freezes a network.
+It is a benchmark run of `bold_driver` on the same seed, without the env around it: the
+controller's rule (`BoldDriver.next_lr`) and `log_lr` actions (`log_lr_action`) go into a
+`DecisionCore` in `log_lr` mode, which does the LR arithmetic, the caps and the freezing of
+a diverged network as that env's core does.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-from ganno_env.controllers import BoldDriver
+from ganno_env.controllers import BoldDriver, log_lr_action
 from ganno_env.decision import DecisionCore
 from ganno_env.engine import PopulationTrainer
 
@@ -30,42 +30,53 @@ class BoldDriverTwin:
     """Bold driver on a copy of the env's population; `step` returns its log improvement."""
 
     def __init__(self, trainer: PopulationTrainer, initial_lrs: np.ndarray, core: DecisionCore):
-        """`core` is the env's, just started: the twin takes its LR bounds, its first
-        (capped) val losses and its cap on the losses (`DecisionCore.safe`)."""
-        rule = BoldDriver()
-        self.up, self.down = rule.up, rule.down
+        """`trainer` holds the twins, just built; `core` is the env's: the twin's own core
+        takes its LR factors, bounds, cap and feature set, and none of its guards (the
+        safety net, the fallback, the step clip), as the `bold_driver` env has none."""
+        self.rule = BoldDriver()
         self.trainer = trainer
-        self.core = core
-        self.lrs = np.array(initial_lrs, dtype=np.float64)  # bold driver's own, unclipped
-        self.val_loss = core.val_loss.copy()  # capped, as infos give it
+        self.core = DecisionCore(
+            "log_lr",
+            core.lr_factors,
+            core.lr_bounds,
+            core.divergence_factor,
+            core.max_cycles,
+            core.features_version,
+        )
+        probe_loss, stats = trainer.probe()  # as the env's reset does: the same first batch
+        val_loss, _ = trainer.evaluate("val", accuracy=False)
+        self.core.start(initial_lrs, stats, probe_loss.cpu().numpy(), val_loss.cpu().numpy())
+        self.lrs = self.core.lrs.copy()  # bold driver's own, unclipped from here on
         self.previous_val_loss: np.ndarray | None = None
-        self.diverged = np.zeros(len(self.val_loss), dtype=bool)
-        self.trainer.probe()  # as the env's reset does: the same first batch
+
+    @property
+    def val_loss(self) -> np.ndarray:
+        """The twins' capped val losses [N], as the env's infos give them."""
+        return self.core.val_loss
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """Twins whose val loss reached the cap [N]; they are frozen."""
+        return self.core.diverged
 
     def step(self, interval: int, knobs: Mapping[str, torch.Tensor]) -> np.ndarray:
         """Decide as bold driver, train one interval; the log improvement [N] (0 once a
         twin has diverged)."""
         if self.previous_val_loss is not None:  # its first decision keeps the initial LR
-            fell = self.val_loss < self.previous_val_loss
-            self.lrs = self.lrs * np.where(fell, self.up, self.down)[:, None]
+            fell = self.val_loss < self.previous_val_loss  # per network, for all its layers
+            self.lrs = self.rule.next_lr(self.lrs, fell[:, None])
         live = ~self.diverged
-        in_force = self._as_log_lr_action(np.clip(self.lrs, *self.core.lr_bounds))
-        self.trainer.train(torch.as_tensor(in_force * live[:, None]), interval, knobs)
+        actions = {
+            index: float(log_lr_action(lr, self.core.lr_bounds)[0])
+            for index, lr in np.ndenumerate(self.lrs)
+            if live[index[0]]
+        }
+        in_force = self.core.apply_actions(actions, live)
+        lrs = torch.as_tensor(in_force * live[:, None], dtype=torch.float32)
+        train_loss, stats = self.trainer.train(lrs, interval, knobs)
         val_loss, _ = self.trainer.evaluate("val", accuracy=False)
-        capped = self.core.safe(val_loss.cpu().numpy())  # the cap where not finite or above
-        diverged_now = live & (capped >= self.core.cap)
-        capped = np.where(live, capped, self.val_loss)
-        self.previous_val_loss, self.val_loss = self.val_loss, capped
-        self.diverged |= diverged_now
-        if diverged_now.any():
-            self.trainer.freeze(diverged_now)
-        return np.log(self.previous_val_loss) - np.log(self.val_loss)
-
-    def _as_log_lr_action(self, lrs: np.ndarray) -> np.ndarray:
-        """The LRs [N, L] that `log_lr` actions set: 10 ** their float32 log10 (`math.log10`,
-        as `Controller.set_lrs` takes it; numpy's can differ in the last bit), computed in
-        float64 and clipped to the bounds as the env does, in float32 as the engine takes
-        them."""
-        logs = np.array([math.log10(lr) for lr in lrs.ravel()], dtype=np.float32)
-        powers = 10.0 ** logs.astype(np.float64).reshape(lrs.shape)
-        return np.clip(powers, *self.core.lr_bounds).astype(np.float32)
+        measured = self.core.measure(stats, train_loss.cpu().numpy(), val_loss.cpu().numpy(), live)
+        if measured.diverged_now.any():
+            self.trainer.freeze(measured.diverged_now)
+        self.previous_val_loss = measured.previous_val_loss
+        return np.log(measured.previous_val_loss) - np.log(measured.val_loss)

@@ -27,6 +27,13 @@ import numpy as np
 from ganno_env.features import FEATURES_VERSION, feature_names
 
 
+def log_lr_action(lr: float, lr_bounds: Sequence[float]) -> np.ndarray:
+    """The `log_lr` action [1] that sets `lr`, kept inside `lr_bounds`: its log10 in float32,
+    taken with `math.log10` (numpy's can differ in the last bit)."""
+    low, high = lr_bounds
+    return np.array([math.log10(min(max(lr, low), high))], np.float32)
+
+
 class Controller(ABC):
     """Chooses every live agent's action from what the env shows."""
 
@@ -82,10 +89,7 @@ class Controller(ABC):
 
     def set_lrs(self, lrs: dict[str, float]) -> dict[str, np.ndarray]:
         """`log_lr` actions that set each agent's LR, kept inside the env's bounds."""
-        low, high = self.env.config.lr_bounds
-        return {
-            a: np.array([math.log10(min(max(lr, low), high))], np.float32) for a, lr in lrs.items()
-        }
+        return {a: log_lr_action(lr, self.env.config.lr_bounds) for a, lr in lrs.items()}
 
     def describe(self) -> str:
         """Name and parameters, for reports."""
@@ -217,9 +221,14 @@ class BoldDriver(Controller):
         for agent in observations:
             loss = infos[agent]["val_loss"]
             if self.t > 0:
-                self.lr[agent] *= self.up if loss < self.previous[agent] else self.down
+                self.lr[agent] = float(self.next_lr(self.lr[agent], loss < self.previous[agent]))
             self.previous[agent] = loss
         return self.set_lrs({agent: self.lr[agent] for agent in observations})
+
+    def next_lr(self, lr: Any, fell: Any) -> np.ndarray:
+        """The rule: the LR times `up` where the val loss fell over the last interval, times
+        `down` where it did not (numbers or arrays; the bold-driver twin calls it too)."""
+        return lr * np.where(fell, self.up, self.down)
 
 
 class LayerwiseTrustRatio(Controller):
