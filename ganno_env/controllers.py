@@ -225,7 +225,7 @@ class BoldDriver(Controller):
             self.previous[agent] = loss
         return self.set_lrs({agent: self.lr[agent] for agent in observations})
 
-    def next_lr(self, lr: Any, fell: Any) -> np.ndarray:
+    def next_lr(self, lr: Any, fell: Any) -> Any:
         """The rule: the LR times `up` where the val loss fell over the last interval, times
         `down` where it did not (numbers or arrays; the bold-driver twin calls it too)."""
         return lr * np.where(fell, self.up, self.down)
