@@ -94,6 +94,12 @@ def main_job_policy(namespace: dict[str, Any]) -> None:
     export_policy(path, nets, "shared", {"lr_factors": LOCAL_FACTORS}, extra)
 
 
+def preset_seed0_policy(namespace: dict[str, Any]) -> None:
+    """`runs/clip_s0/policy.pt`, a policy of the `local` preset that the return-spread
+    measurement of docs/results.md samples from (random weights here)."""
+    random_policy(Path("runs/clip_s0/policy.pt"), LOCAL_FACTORS)
+
+
 def torchrl_import(namespace: dict[str, Any]) -> None:
     """The group_map block continues the page's demo, which imports make_torchrl_env."""
     pytest.importorskip("torchrl")
@@ -109,6 +115,7 @@ SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "from ganno_env import add_observation_clip"): main_job_policy,
     ("README.md", "from ganno_env import add_step_clip"): scheduler_loop,
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
+    ("docs/results.md", "import numpy as np"): preset_seed0_policy,
 }  # fmt: skip
 
 
@@ -138,6 +145,17 @@ def _check_step_clipped(ns: dict[str, Any]) -> None:
     assert load_policy("step_clip.pt").env_requirements()["step_clip"] == 0.5
 
 
+def _check_return_spread(ns: dict[str, Any]) -> None:
+    """64 networks' returns per run; each twin's run pays a reward other than the plain one."""
+    import numpy as np
+
+    runs = ns["runs"]
+    assert all(len(r) == 64 and np.isfinite(r).all() for r in runs.values())
+    for twin in ("bold", "constant"):
+        assert not np.allclose(runs[twin], runs[None])
+    assert not np.allclose(runs["bold"], runs["constant"])  # the swapped rule took effect
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -150,6 +168,7 @@ CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "from ganno_env import add_observation_clip"): _check_clipped,
     ("README.md", "from ganno_env import add_step_clip"): _check_step_clipped,
     ("docs/torchrl.md", "pop = 4"): _check_groups,
+    ("docs/results.md", "import numpy as np"): _check_return_spread,
 }  # fmt: skip
 
 
