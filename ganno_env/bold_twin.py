@@ -30,9 +30,10 @@ class BoldDriverTwin:
     """Bold driver on a copy of the env's population; `step` returns its log improvement."""
 
     def __init__(self, trainer: PopulationTrainer, initial_lrs: np.ndarray, core: DecisionCore):
-        """`trainer` holds the twins, just built; `core` is the env's: the twin's own core
-        takes its LR factors, bounds, cap and feature set, and none of its guards (the
-        safety net, the fallback, the step clip), as the `bold_driver` env has none."""
+        """`trainer` holds the twins, just built; `core` is the env's, just started: the
+        twin's own core takes its LR factors, bounds, cap, feature set and first val losses,
+        and none of its guards (the safety net, the fallback, the step clip), as the
+        `bold_driver` env has none."""
         self.rule = BoldDriver()
         self.trainer = trainer
         self.core = DecisionCore(
@@ -44,8 +45,8 @@ class BoldDriverTwin:
             core.features_version,
         )
         probe_loss, stats = trainer.probe()  # as the env's reset does: the same first batch
-        val_loss, _ = trainer.evaluate("val", accuracy=False)
-        self.core.start(initial_lrs, stats, probe_loss.cpu().numpy(), val_loss.cpu().numpy())
+        # the twins start from the env's weights, so their first val losses are the env's
+        self.core.start(initial_lrs, stats, probe_loss.cpu().numpy(), core.initial_val_loss)
         self.lrs = self.core.lrs.copy()  # bold driver's own, unclipped from here on
         self.previous_val_loss: np.ndarray | None = None
 
