@@ -207,6 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         env_config["lr_factors"] = list(args.lr_factors)
     if args.population is not None:
         env_config["population"] = args.population
+    if args.siblings is not None:
+        env_config["siblings"] = args.siblings
     if args.controls is not None:
         env_config["controls"] = list(args.controls)
     if args.agents_per_env is not None:
@@ -527,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--population", type=_positive_int, default=None,
                        help="networks per env (default: the preset's)")  # fmt: skip
+    train.add_argument("--siblings", type=_positive_int, default=None,
+                       help="networks per group of alike networks (the same conditions and "
+                       "seed), dividing the population (default: the preset's, 1)")  # fmt: skip
     train.add_argument(
         "--agents-per-env",
         type=_positive_int,
@@ -571,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log_improvement: each network's log val-loss improvement; final: all of it at "
         "the end; vs_bold_driver: the improvement minus that of a bold-driver twin of the "
-        "network (twice the networks to train) (default: the preset's, log_improvement)",
+        "network (twice the networks to train); vs_siblings: the improvement minus the mean "
+        "of its siblings' (needs --siblings 2 or more) (default: the preset's, log_improvement)",
     )
     train.add_argument(
         "--probe-cuts-only",

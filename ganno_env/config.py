@@ -28,7 +28,7 @@ from ganno_env.knobs import Knob, get_knobs
 from ganno_env.tasks import Task, get_task
 
 ACTION_MODES = ("discrete", "continuous", "log_lr")
-REWARD_MODES = ("log_improvement", "final", "vs_bold_driver")
+REWARD_MODES = ("log_improvement", "final", "vs_bold_driver", "vs_siblings")
 RENDER_MODES = (None, "ansi", "human")
 
 
@@ -40,6 +40,7 @@ class EnvConfig:
     conditions: str | Mapping[str, Any] = "train"
     initial_lr: float | Sequence[float] | None = None
     population: int = 1
+    siblings: int = 1
     max_cycles: int = 40
     interval: int = 25
     lr_factors: Sequence[float] = (0.5, 0.8, 1.0, 1.25, 2.0)
@@ -66,6 +67,17 @@ class EnvConfig:
     def __post_init__(self) -> None:
         feature_set(self.features_version)  # ValueError naming the known versions
         _check_int("population", self.population, 1)
+        _check_int("siblings", self.siblings, 1)
+        if self.population % self.siblings:
+            raise ValueError(
+                f"siblings={self.siblings!r} with population={self.population!r}; allowed: "
+                "a number of siblings that divides the population"
+            )
+        if self.reward == "vs_siblings" and self.siblings < 2:
+            raise ValueError(
+                f"reward='vs_siblings' with siblings={self.siblings!r}; allowed: siblings >= 2 "
+                "(each network's reward is measured against its siblings')"
+            )
         _check_int("max_cycles", self.max_cycles, 1)
         _check_int("interval", self.interval, 1)
         if self.max_layers is not None:

@@ -95,7 +95,11 @@ training. With `reward="final"` the whole return arrives at the end of the episo
 `reward="vs_bold_driver"` each reward is the network's minus that of its bold-driver twin
 (`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule; `env.bold_twin`
 after reset, None with the other rewards), so the return says how much better than bold
-driver the agents did on that network. A network whose initial val loss is not finite uses
+driver the agents did on that network. With `reward="vs_siblings"` each reward is the
+network's minus the mean of its siblings' (`siblings` networks that start alike and
+differ only by the actions their agents sample), so the return says how much better the
+agents did than the same policy on the same network: a leave-one-out baseline, as in
+RLOO, that cancels the network's own difficulty. A network whose initial val loss is not finite uses
 1.0 as L_val(0).
 
 ### Infos
@@ -106,11 +110,12 @@ diverged network). All values are finite.
 
 ### Arguments
 ``parallel_env(task="digits_mlp", conditions="train", initial_lr=None, population=1,
-max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0), lr_bounds=(1e-7, 10.0),
-action_mode="discrete", reward="log_improvement", divergence_factor=10.0, max_layers=None,
-device="cpu", render_mode=None, optimizer="sgd", momentum=0.0, data_dir=None,
-val_limit=1000, num_threads=None, features_version=2, controls=("lr",), weight_decay=0.0,
-max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None, step_clip=None)``
+siblings=1, max_cycles=40, interval=25, lr_factors=(0.5, 0.8, 1.0, 1.25, 2.0),
+lr_bounds=(1e-7, 10.0), action_mode="discrete", reward="log_improvement",
+divergence_factor=10.0, max_layers=None, device="cpu", render_mode=None, optimizer="sgd",
+momentum=0.0, data_dir=None, val_limit=1000, num_threads=None, features_version=2,
+controls=("lr",), weight_decay=0.0, max_step_ratio=None, probe_cuts_only=False,
+fallback_step_ratio=None, step_clip=None)``
 
 * `task`: a registered task name (`ganno_env.TASKS`) or a `ganno_env.Task`.
 * `conditions`: a condition name from `conditions_v0.json` (`"train"`, a held-out one, or
@@ -121,6 +126,11 @@ max_step_ratio=None, probe_cuts_only=False, fallback_step_ratio=None, step_clip=
   `lr_bounds`: ValueError otherwise, rather than a run silently started at another LR.
 * `population`: networks trained in lockstep by one env. Network i draws its conditions
   from seed `seed + i`; task, width, depth and batch size are network 0's for all.
+* `siblings`: networks per group of alike networks, dividing `population` (default 1).
+  Drawn conditions come per group: networks i and j with i // siblings == j // siblings
+  share every condition value and seed (the same initial weights and minibatch order), so
+  they part only where their agents' actions do. Conditions given per network in reset
+  options are taken as given.
 * `max_cycles`, `interval`: decisions per episode and optimiser steps per decision.
 * `lr_factors`, `lr_bounds`, `action_mode`: see Actions.
 * `reward`, `divergence_factor`: see Rewards.
@@ -264,6 +274,14 @@ def env_version(features_version: int, controls: Sequence[str] = ("lr",)) -> str
         f"features_version={features_version!r} is served by no env version; allowed: "
         f"{sorted(ENV_VERSIONS.values())} ({ENV_VERSIONS})"
     )
+
+
+def minus_siblings_mean(reward: np.ndarray, siblings: int) -> np.ndarray:
+    """Each network's reward minus the mean of its siblings' (the other networks of its
+    group of `siblings` consecutive ones): leave-one-out, so a group's rewards sum to 0."""
+    groups = reward.reshape(-1, siblings)
+    others = (groups.sum(axis=1, keepdims=True) - groups) / (siblings - 1)
+    return (groups - others).reshape(reward.shape)
 
 
 def layer_counts(condition: Condition, tasks: Sequence[Task]) -> tuple[int, ...]:
@@ -483,6 +501,8 @@ class LayerwiseLREnv(ParallelEnv):
         if self.bold_twin is not None:
             reward = reward - self.bold_twin.step(self.config.interval, knobs)
         reward = np.where(live, reward, 0.0)
+        if self.config.reward == "vs_siblings":
+            reward = np.where(live, minus_siblings_mean(reward, self.config.siblings), 0.0)
 
         # episode ends: test metrics first, then stop diverged networks
         self.test_loss = self.test_accuracy = None
@@ -782,8 +802,11 @@ class LayerwiseLREnv(ParallelEnv):
                 make_conditions({"seed": base_seed + i, **c}) for i, c in enumerate(per_network)
             ]
         else:
+            k = self.config.siblings  # a group of siblings shares one draw
             drawn = [
-                self._condition.sample(np.random.default_rng(base_seed + i), base_seed + i)
+                self._condition.sample(
+                    np.random.default_rng(base_seed + i // k), base_seed + i // k
+                )
                 for i in range(n)
             ]
         overrides = dict(fixed)

@@ -269,6 +269,10 @@ def build_config(preset: Preset, mapping: str = "shared") -> PPOConfig:
     eval_env_config = {**env_config, **preset.eval_env_config}
     if "agents_per_env" in eval_env_config:
         eval_env_config["agents_per_env"] = None  # RLlib merges it into env_config
+    if "siblings" in eval_env_config:  # held-out networks, each its own draw, plain returns
+        eval_env_config["siblings"] = 1
+        if eval_env_config.get("reward") == "vs_siblings":
+            eval_env_config["reward"] = "log_improvement"
     return (
         PPOConfig()
         .environment(env_class, env_config=env_config)

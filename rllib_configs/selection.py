@@ -43,6 +43,7 @@ def validation_settings(preset: Preset) -> dict[str, Any]:
     env = dict(preset.env_config)
     env.pop("agents_per_env", None)  # RLlib's mixed-depth wrapper; the networks are alike
     env.pop("reward", None)  # scores read final val losses: no twin to train for a reward
+    env.pop("siblings", None)  # every validation network its own draw
     return {
         "conditions": env.pop("conditions", ENV_DEFAULTS["conditions"]),
         "population": int(env.pop("population", ENV_DEFAULTS["population"])),

@@ -88,12 +88,15 @@ config_values = {
     ),
     "initial_lr": st.one_of(st.floats(-1, 5), anything),
     "population": st.one_of(st.integers(0, 3), anything),
+    "siblings": st.one_of(st.integers(0, 3), anything),
     "max_cycles": st.one_of(st.integers(0, 3), anything),
     "interval": st.one_of(st.integers(0, 3), anything),
     "lr_factors": st.one_of(st.lists(st.floats(-1, 3), max_size=4), anything),
     "lr_bounds": st.one_of(st.tuples(st.floats(-1, 20), st.floats(-1, 20)), anything),
     "action_mode": st.one_of(st.sampled_from(["discrete", "continuous", "log_lr"]), anything),
-    "reward": st.one_of(st.sampled_from(["log_improvement", "final", "vs_bold_driver"]), anything),
+    "reward": st.one_of(
+        st.sampled_from(["log_improvement", "final", "vs_bold_driver", "vs_siblings"]), anything
+    ),
     "divergence_factor": st.one_of(st.floats(0, 20), anything),
     "max_layers": st.one_of(st.integers(0, 12), anything),
     "device": st.one_of(st.sampled_from(["cpu", "cuda", "cpu:0", "meta"]), anything),

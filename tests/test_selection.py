@@ -61,6 +61,9 @@ def test_validation_reads_the_training_conditions_on_the_cpu():
     twin = get_preset("local", env_config={**get_preset("local").env_config,
                                            "reward": "vs_bold_driver"})  # fmt: skip
     assert "reward" not in validation_settings(twin)["env_kwargs"]  # no twin to train there
+    alike = get_preset("local", env_config={**get_preset("local").env_config, "siblings": 2,
+                                            "reward": "vs_siblings"})  # fmt: skip
+    assert "siblings" not in validation_settings(alike)["env_kwargs"]  # every network its own
 
 
 def test_validation_seeds_stay_below_the_held_out_ones():

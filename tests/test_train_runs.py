@@ -199,7 +199,9 @@ def test_cli_mistakes_are_one_line_errors(ray_session, tmp_path):
     assert iterations(used) == [1] and not new.exists()
 
 
-def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the_policy(tmp_path):
+def test_conditions_file_lr_factors_population_siblings_and_critic_reach_run_json_and_the_policy(
+    tmp_path,
+):
     specs = {"initial_lr": {"log_uniform": [0.001, 0.1]}, "width": {"choice": [16, 24]}}
     conditions = tmp_path / "mine.json"
     conditions.write_text(json.dumps({"specs": specs, "description": "mine"}))
@@ -208,12 +210,13 @@ def test_conditions_file_lr_factors_population_and_critic_reach_run_json_and_the
                        conditions, "--lr-factors", "0.5,1,2", "--population", 3,
                        "--max-step-ratio", 0.5, "--critic", "network",
                        "--probe-cuts-only", "--fallback-step-ratio", 0.4,
-                       "--step-clip", 0.6)  # fmt: skip
+                       "--step-clip", 0.6, "--siblings", 3, "--reward", "vs_siblings")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "run.json").read_text())["config"]["critic"] == "network"
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
     assert env_config["conditions"] == specs
     assert env_config["lr_factors"] == [0.5, 1.0, 2.0] and env_config["population"] == 3
+    assert env_config["siblings"] == 3 and env_config["reward"] == "vs_siblings"
     policy = load_policy(out / "policy.pt")
     assert policy.payload["lr_factors"] == [0.5, 1.0, 2.0]
     assert policy.payload["extra"]["conditions"] == specs
