@@ -100,6 +100,13 @@ def preset_seed0_policy(namespace: dict[str, Any]) -> None:
     random_policy(Path("runs/clip_s0/policy.pt"), LOCAL_FACTORS)
 
 
+def sibling_policies(namespace: dict[str, Any]) -> None:
+    """`runs/sib_sN/policy.pt` (N = 0, 1, 2), the policies trained against their siblings
+    whose returns the siblings measurement of docs/results.md samples (random weights here)."""
+    for n in range(3):
+        random_policy(Path(f"runs/sib_s{n}/policy.pt"), LOCAL_FACTORS)
+
+
 def torchrl_import(namespace: dict[str, Any]) -> None:
     """The group_map block continues the page's demo, which imports make_torchrl_env."""
     pytest.importorskip("torchrl")
@@ -116,6 +123,7 @@ SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "from ganno_env import add_step_clip"): scheduler_loop,
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
     ("docs/results.md", "import numpy as np"): preset_seed0_policy,
+    ("docs/results.md", "# the siblings' returns, per pair of alike networks"): sibling_policies,
 }  # fmt: skip
 
 
@@ -156,6 +164,14 @@ def _check_return_spread(ns: dict[str, Any]) -> None:
     assert not np.allclose(runs["bold"], runs["constant"])  # the swapped rule took effect
 
 
+def _check_sibling_spread(ns: dict[str, Any]) -> None:
+    """Three policies' spreads; sampled actions part siblings, so no pair is alike."""
+    spread = ns["spread"]
+    assert sorted(spread) == [0, 1, 2]
+    for total, difference, correlation in spread.values():
+        assert total > 0 and difference > 0 and -1 <= correlation <= 1
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -169,6 +185,7 @@ CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("README.md", "from ganno_env import add_step_clip"): _check_step_clipped,
     ("docs/torchrl.md", "pop = 4"): _check_groups,
     ("docs/results.md", "import numpy as np"): _check_return_spread,
+    ("docs/results.md", "# the siblings' returns, per pair of alike networks"): _check_sibling_spread,  # noqa: E501
 }  # fmt: skip
 
 
