@@ -96,11 +96,11 @@ training. With `reward="final"` the whole return arrives at the end of the episo
 (`ganno_env.bold_twin`: the same network trained by the `bold_driver` rule; `env.bold_twin`
 after reset, None with the other rewards), so the return says how much better than bold
 driver the agents did on that network. With `reward="vs_siblings"` each reward is the
-network's minus the mean of its siblings' (`siblings` networks that start alike and
-differ only by the actions their agents sample), so the return says how much better the
+network's minus the mean of its siblings' (networks that start alike and differ only by
+the actions their agents sample; see `siblings`), so the return says how much better the
 agents did than the same policy on the same network: a leave-one-out baseline, as in
-RLOO, that cancels the network's own difficulty. A network whose initial val loss is not finite uses
-1.0 as L_val(0).
+RLOO, that cancels the network's own difficulty. A network whose initial val loss is not
+finite uses 1.0 as L_val(0).
 
 ### Infos
 Per agent: `lr`, `train_loss`, `val_loss`, `diverged`, `network`, `layer`, `inner_steps`,
@@ -125,7 +125,8 @@ fallback_step_ratio=None, step_clip=None)``
   initial LR (this one, any the condition can draw, reset options) must lie inside
   `lr_bounds`: ValueError otherwise, rather than a run silently started at another LR.
 * `population`: networks trained in lockstep by one env. Network i draws its conditions
-  from seed `seed + i`; task, width, depth and batch size are network 0's for all.
+  from seed `seed + i // siblings`; task, width, depth and batch size are network 0's for
+  all.
 * `siblings`: networks per group of alike networks, dividing `population` (default 1).
   Drawn conditions come per group: networks i and j with i // siblings == j // siblings
   share every condition value and seed (the same initial weights and minibatch order), so

@@ -165,7 +165,7 @@ def _check_return_spread(ns: dict[str, Any]) -> None:
 
 
 def _check_sibling_spread(ns: dict[str, Any]) -> None:
-    """Three policies' spreads; sampled actions part siblings, so no pair is alike."""
+    """Three policies' spreads; the actions they sample part siblings that start alike."""
     spread = ns["spread"]
     assert sorted(spread) == [0, 1, 2]
     for total, difference, correlation in spread.values():
