@@ -804,12 +804,11 @@ class LayerwiseLREnv(ParallelEnv):
             ]
         else:
             k = self.config.siblings  # a group of siblings shares one draw
-            drawn = [
-                self._condition.sample(
-                    np.random.default_rng(base_seed + i // k), base_seed + i // k
-                )
-                for i in range(n)
+            groups = [
+                self._condition.sample(np.random.default_rng(base_seed + g), base_seed + g)
+                for g in range(n // k)
             ]
+            drawn = [groups[i // k] for i in range(n)]
         overrides = dict(fixed)
         if self.config.initial_lr is not None:
             overrides.setdefault("initial_lr", self.config.initial_lr)
