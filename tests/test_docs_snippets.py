@@ -107,6 +107,25 @@ def sibling_policies(namespace: dict[str, Any]) -> None:
         random_policy(Path(f"runs/sib_s{n}/policy.pt"), LOCAL_FACTORS)
 
 
+def sibling_benchmark_folders(namespace: dict[str, Any]) -> None:
+    """`runs/heldin_sN` and `runs/bench_sN`, benchmark folders of the siblings policies:
+    here one policy each on two seeds, ahead of bold driver on seed 1 only."""
+    import json
+
+    for suite in ("heldin", "bench"):
+        for n in range(3):
+            folder = Path(f"runs/{suite}_s{n}")
+            folder.mkdir(parents=True)
+            rows = [
+                {"condition": "c", "seed": seed, "controller": controller, "test_loss": loss,
+                 "inputs": {"policy_hash": f"p{n}" if controller == "ganno" else None}}
+                for seed, ours, theirs in ((0, 0.5, 0.4), (1, 0.2, 0.3))
+                for controller, loss in (("ganno", ours), ("bold_driver", theirs))
+            ]  # fmt: skip
+            lines = "".join(json.dumps(row) + "\n" for row in rows)
+            (folder / "results.jsonl").write_text(lines)
+
+
 def torchrl_import(namespace: dict[str, Any]) -> None:
     """The group_map block continues the page's demo, which imports make_torchrl_env."""
     pytest.importorskip("torchrl")
@@ -124,6 +143,7 @@ SETUP: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("docs/torchrl.md", "pop = 4"): torchrl_import,
     ("docs/results.md", "import numpy as np"): preset_seed0_policy,
     ("docs/results.md", "# the siblings' returns, per pair of alike networks"): sibling_policies,
+    ("docs/results.md", "# paired wins against bold driver: the same condition and seed, per suite and policy file"): sibling_benchmark_folders,  # noqa: E501
 }  # fmt: skip
 
 
@@ -172,6 +192,13 @@ def _check_sibling_spread(ns: dict[str, Any]) -> None:
         assert total > 0 and difference > 0 and -1 <= correlation <= 1
 
 
+def _check_paired_wins(ns: dict[str, Any]) -> None:
+    """Each policy file of each suite: two runs, one of them ahead of bold driver."""
+    keys = {(suite, f"p{n}") for suite in ("heldin", "bench") for n in range(3)}
+    assert set(ns["runs"]) == keys and all(ns["runs"][k] == 2 for k in keys)
+    assert all(ns["wins"][k] == 1 for k in keys)
+
+
 def _check_groups(ns: dict[str, Any]) -> None:
     assert sorted(ns["env"].group_map) == [f"net{i}" for i in range(4)]
 
@@ -186,6 +213,7 @@ CHECKS: dict[tuple[str, str], Callable[[dict[str, Any]], None]] = {
     ("docs/torchrl.md", "pop = 4"): _check_groups,
     ("docs/results.md", "import numpy as np"): _check_return_spread,
     ("docs/results.md", "# the siblings' returns, per pair of alike networks"): _check_sibling_spread,  # noqa: E501
+    ("docs/results.md", "# paired wins against bold driver: the same condition and seed, per suite and policy file"): _check_paired_wins,  # noqa: E501
 }  # fmt: skip
 
 
