@@ -172,6 +172,14 @@ def _controls(text: str) -> list[str]:
     return names
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    """Comma-separated layer widths for the policy's hidden layers, each an int >= 1."""
+    widths = [w.strip() for w in text.split(",") if w.strip()]
+    if not widths or not all(w.isdigit() and int(w) >= 1 for w in widths):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected ints >= 1, comma-separated")
+    return tuple(int(w) for w in widths)
+
+
 def _non_negative_int(text: str) -> int:
     if not text.isdigit():
         raise argparse.ArgumentTypeError(f"{text!r}: expected an int >= 0")
@@ -190,6 +198,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         fields["validate_every"] = args.validate_every
     if args.critic is not None:
         fields["critic"] = args.critic
+    if args.hidden is not None:
+        fields["hidden"] = args.hidden
     preset = get_preset(args.preset, **fields)
     # Overrides are merged into the preset's env_config, so run.json and policy.pt record them.
     env_config = dict(preset.env_config)
@@ -591,6 +601,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="what the critic sees: the agent's layer (local) or every layer of its network "
         "(network, MAPPO style; the actor still sees its own layer) (default: the preset's)",
+    )
+    train.add_argument(
+        "--hidden",
+        type=_widths,
+        default=None,
+        help="the policy's and critic's hidden layer widths, comma-separated, e.g. 256,256 "
+        "(default: the preset's; 64,64 for local and full)",
     )
     train.add_argument(
         "--validate-every",

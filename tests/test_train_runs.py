@@ -190,6 +190,8 @@ def test_cli_mistakes_are_one_line_errors(ray_session, tmp_path):
         ([*smoke, "--out", used, "--resume", "--overwrite"], "not allowed with"),
         ([*smoke, "--out", used, "--seed", "-1"], "expected an int >= 0"),
         ([*smoke, "--out", new, "--max-step-ratio", "0"], "expected positive"),
+        ([*smoke, "--out", new, "--hidden", "64,0"], "'64,0': expected ints >= 1"),
+        ([*smoke, "--out", used, "--resume", "--hidden", "16"], "hidden: recorded [32, 32]"),
     ]
     for args, text in mistakes:
         assert_one_line_error(ganno_train(*args), text)
@@ -199,7 +201,7 @@ def test_cli_mistakes_are_one_line_errors(ray_session, tmp_path):
     assert iterations(used) == [1] and not new.exists()
 
 
-def test_conditions_file_lr_factors_population_siblings_and_critic_reach_run_json_and_the_policy(
+def test_conditions_file_lr_factors_population_siblings_critic_and_hidden_reach_the_policy(
     tmp_path,
 ):
     specs = {"initial_lr": {"log_uniform": [0.001, 0.1]}, "width": {"choice": [16, 24]}}
@@ -210,14 +212,17 @@ def test_conditions_file_lr_factors_population_siblings_and_critic_reach_run_jso
                        conditions, "--lr-factors", "0.5,1,2", "--population", 3,
                        "--max-step-ratio", 0.5, "--critic", "network",
                        "--probe-cuts-only", "--fallback-step-ratio", 0.4,
-                       "--step-clip", 0.6, "--siblings", 3, "--reward", "vs_siblings")  # fmt: skip
+                       "--step-clip", 0.6, "--siblings", 3, "--reward", "vs_siblings",
+                       "--hidden", "24,16,8")  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads((out / "run.json").read_text())["config"]["critic"] == "network"
+    assert json.loads((out / "run.json").read_text())["config"]["hidden"] == [24, 16, 8]
     env_config = json.loads((out / "run.json").read_text())["config"]["env_config"]
     assert env_config["conditions"] == specs
     assert env_config["lr_factors"] == [0.5, 1.0, 2.0] and env_config["population"] == 3
     assert env_config["siblings"] == 3 and env_config["reward"] == "vs_siblings"
     policy = load_policy(out / "policy.pt")
+    assert policy.payload["hidden"] == [24, 16, 8]  # the exported net is the trained one
     assert policy.payload["lr_factors"] == [0.5, 1.0, 2.0]
     assert policy.payload["extra"]["conditions"] == specs
     assert policy.payload["extra"]["population"] == 3
