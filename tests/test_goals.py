@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from test_report import CONDITIONS, SEEDS, make_records, make_suite, record, write
+from test_report import CONDITIONS, SEEDS, VERSION, make_records, make_suite, record, write
 
-from benchmarks.goals import ORACLES, goal_1, goal_lines, main
+from benchmarks.goals import ORACLES, goal_1, goal_lines, main, paired_wins
 from benchmarks.report import build_report
 
 
@@ -72,3 +72,42 @@ def test_goal_1_names_what_misses_it(summary):
     without_lars = [c for c in summary["controllers"] if c != "lars"]
     assert goal_1(with_lr_conditions(summary, controllers=without_lars)) == "- goal 1: met"
     assert "- goal 1: met" in goal_lines(with_lr_conditions(summary, controllers=without_lars))
+
+
+def test_paired_wins_pair_runs_on_the_same_network_only():
+    # ganno beats bold driver on every network of make_records; turn two of nine around,
+    # one of them by a lost bold-driver run (NaN) that ganno loses too
+    records = make_records()
+    for r in records:
+        if r["controller"] == "ganno" and (r["condition"], r["seed"]) == ("easy", 1):
+            r["test_loss"] = 5.0
+        if r["controller"] in ("ganno", "bold_driver") and (r["condition"], r["seed"]) == (
+            "hard",
+            2,
+        ):
+            r["test_loss"] = float("nan")  # both lost: not a win
+    records.append(record("easy", "ganno", 99, 0.01))  # no bold-driver run to pair with
+    records.append(record("easy", "bold_driver", 1, 0.0, version="other_v0"))  # another suite
+    assert paired_wins({"version": VERSION}, records) == (7, 9)
+    # with the summary's inputs, only the records computed from those inputs count
+    for r in records:  # seed 3 and the other suites' records come from old inputs
+        current = r["suite_version"] == VERSION and r["seed"] != 3
+        r["inputs"] = {"policy_hash": "new" if current else "old"}
+    inputs = {"ganno": {"policy_hash": "new"}, "bold_driver": {"policy_hash": "new"}}
+    assert paired_wins({"version": VERSION, "inputs": inputs}, records) == (4, 6)
+
+
+def test_main_adds_the_paired_count_when_the_results_lie_beside_the_summary(
+    tmp_path, summary, capsys
+):
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    main([str(path)])
+    assert "paired with bold_driver" not in capsys.readouterr().out
+    write(tmp_path / "results.jsonl", make_records())
+    main([str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == (
+        "- paired with bold_driver on the same network (condition and seed): ganno ends "
+        "lower on 9 of 9 (1.00)"
+    )
