@@ -109,7 +109,8 @@ def sibling_policies(namespace: dict[str, Any]) -> None:
 
 def sibling_benchmark_folders(namespace: dict[str, Any]) -> None:
     """`runs/heldin_sN` and `runs/bench_sN`, benchmark folders of the siblings policies:
-    here one policy each on two seeds, ahead of bold driver on seed 1 only."""
+    here one policy each on two seeds, ahead of bold driver on seed 1 only, and a summary
+    naming the inputs its numbers come from."""
     import json
 
     for suite in ("heldin", "bench"):
@@ -124,6 +125,8 @@ def sibling_benchmark_folders(namespace: dict[str, Any]) -> None:
             ]  # fmt: skip
             lines = "".join(json.dumps(row) + "\n" for row in rows)
             (folder / "results.jsonl").write_text(lines)
+            inputs = {"ganno": {"policy_hash": f"p{n}"}, "bold_driver": {"policy_hash": None}}
+            (folder / "summary.json").write_text(json.dumps({"inputs": inputs}))
 
 
 def torchrl_import(namespace: dict[str, Any]) -> None:
