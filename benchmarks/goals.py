@@ -5,7 +5,8 @@ that `docs/results.md` tracks for every policy: overall IQM test loss against th
 divergences, the probability that GANNO beats bold driver and its own global ablation, the
 worst hand-made schedule on the held-out LR conditions, whether goal 1 is met, and one row
 per condition. Where the benchmark's `results.jsonl` lies beside the summary, it also
-counts the networks on which ganno beats bold driver, pair by pair.
+counts the networks on which ganno beats bold driver, pair by pair. For scale, it prints
+how often the oracle's constant LR, picked in hindsight, beats bold driver.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from benchmarks.stats import probability_of_improvement_ci
+from benchmarks.summary import as_loss
 from ganno_env.jsonl import read_lines
 
 POLICIES = ("ganno", "ganno_global")
@@ -64,26 +69,59 @@ def paired_wins(
     `base` on the network itself. Only the records the summary was built from count (its
     `inputs`, else its suite version); a lost run's test loss counts as infinite.
     """
+
+    def loss(record: dict[str, Any]) -> float:
+        value = record.get("test_loss")
+        return float(value) if value is not None and math.isfinite(value) else math.inf
+
+    theirs = {(r["condition"], r["seed"]): loss(r) for r in summary_records(summary, records, base)}
+    pairs = [
+        (loss(r), theirs[key])
+        for r in summary_records(summary, records, "ganno")
+        if (key := (r["condition"], r["seed"])) in theirs
+    ]
+    return sum(ours < other for ours, other in pairs), len(pairs)
+
+
+def oracle_against(
+    summary: dict[str, Any], base: str = "bold_driver"
+) -> tuple[float, float, float] | None:
+    """P(the oracle better than `base`) with its 95% CI, as the summary's P(ganno better)
+    is computed; None where either has no runs.
+
+    The oracle is each condition's best constant LR, picked on these very test losses, which
+    no schedule can be tuned to. Its P says how far a well-chosen LR alone gets against
+    `base` on this suite: a scale for ganno's P, not a bar it must clear.
+    """
+    per_condition = summary["per_condition"]
+    oracle = next((o for o in ORACLES if o in summary["overall"]), None)
+    conditions = [c for c in summary["conditions"] if {oracle, base} <= per_condition[c].keys()]
+    if oracle is None or not conditions:
+        return None
+    k = min(len(per_condition[c][name]["test_loss"]) for c in conditions for name in (oracle, base))
+
+    def matrix(name: str) -> np.ndarray:
+        rows = [per_condition[c][name]["test_loss"][:k] for c in conditions]
+        return np.array([[as_loss(v) for v in row] for row in rows]).T
+
+    return probability_of_improvement_ci(matrix(oracle), matrix(base))
+
+
+def summary_records(
+    summary: dict[str, Any], records: Sequence[dict[str, Any]], controller: str
+) -> list[dict[str, Any]]:
+    """`controller`'s records that the summary was built from: those with its `inputs`, or
+    (a summary without them) those of its suite version."""
     inputs = summary.get("inputs")
 
-    def counted(record: dict[str, Any], controller: str) -> bool:
+    def counted(record: dict[str, Any]) -> bool:
         if record.get("controller") != controller:
             return False
         if inputs is not None:
             return record.get("inputs") == inputs.get(controller)
         return record.get("suite_version") == summary.get("version")
 
-    def loss(record: dict[str, Any]) -> float:
-        value = record.get("test_loss")
-        return float(value) if value is not None and math.isfinite(value) else math.inf
-
-    theirs = {(r["condition"], r["seed"]): loss(r) for r in records if counted(r, base)}
-    pairs = [
-        (loss(r), theirs[key])
-        for r in records
-        if counted(r, "ganno") and (key := (r["condition"], r["seed"])) in theirs
-    ]
-    return sum(ours < other for ours, other in pairs), len(pairs)
+    return [r for r in records if counted(r)]
 
 
 def goal_lines(
@@ -112,6 +150,12 @@ def goal_lines(
                 f"- paired with bold_driver on the same network (condition and seed): ganno "
                 f"ends lower on {wins} of {pairs} ({wins / pairs:.2f})",
             )
+    scale = oracle_against(summary)
+    if scale is not None:
+        lines.append(
+            f"- for scale, P(oracle better than bold_driver), overall: {_ci(scale)} (the "
+            "oracle: each condition's best constant LR, picked on these test losses)"
+        )
     for cond in LR_CONDITIONS:
         if cond not in per_condition:
             continue

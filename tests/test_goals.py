@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 from test_report import CONDITIONS, SEEDS, VERSION, make_records, make_suite, record, write
 
-from benchmarks.goals import ORACLES, goal_1, goal_lines, main, paired_wins
+from benchmarks.goals import ORACLES, goal_1, goal_lines, main, oracle_against, paired_wins
 from benchmarks.report import build_report
+from benchmarks.stats import probability_of_improvement
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,38 @@ def test_main_adds_the_paired_count_when_the_results_lie_beside_the_summary(
         "- paired with bold_driver on the same network (condition and seed): ganno ends "
         "lower on 9 of 9 (1.00)"
     )
+
+
+def test_the_oracle_scale_line_is_computed_like_ganno_s_p(summary):
+    oracle = next(o for o in ORACLES if o in summary["overall"])
+    mixed = {}  # bold driver's losses: the oracle's in reverse order, so each wins some runs
+    for c, row in summary["per_condition"].items():
+        losses = [v + 1e-6 for v in reversed(row[oracle]["test_loss"])]
+        mixed[c] = {**row, "bold_driver": {**row["bold_driver"], "test_loss": losses}}
+    mixed_summary = {**summary, "per_condition": mixed}
+    x = np.array([mixed[c][oracle]["test_loss"] for c in CONDITIONS]).T
+    y = np.array([mixed[c]["bold_driver"]["test_loss"] for c in CONDITIONS]).T
+    point = probability_of_improvement(x, y)
+    assert 0.0 < point < 1.0
+    low, high = oracle_against(mixed_summary)[1:]
+    (line,) = [line for line in goal_lines(mixed_summary) if line.startswith("- for scale")]
+    assert f"overall: {point:.2f} [{low:.2f}, {high:.2f}] (the oracle" in line
+    assert low <= point <= high
+
+
+def test_the_oracle_beating_bold_driver_everywhere_reads_one(summary):
+    per_condition = {
+        c: {
+            **row,
+            "bold_driver": {
+                **row["bold_driver"],
+                "test_loss": [9.0] * len(row["bold_driver"]["test_loss"]),
+            },
+        }
+        for c, row in summary["per_condition"].items()
+    }
+    assert oracle_against({**summary, "per_condition": per_condition}) == (1.0, 1.0, 1.0)
+    without = {
+        c: {k: v for k, v in row.items() if k != "bold_driver"} for c, row in per_condition.items()
+    }
+    assert oracle_against({**summary, "per_condition": without}) is None
