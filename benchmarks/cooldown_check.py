@@ -16,11 +16,11 @@ the experiment its own `--out` folder, since a plain benchmark's folder would mi
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import benchmarks.runner as runner
+from ganno_env.cli import _positive_float, names_from
 from ganno_env.cli import main as ganno_main
 from ganno_env.controllers import BoldDriver, Controller
 from ganno_env.policy import PolicyController
@@ -66,14 +66,6 @@ def add_cooldown(controller: Controller, fraction: float, cap: float) -> Control
     return controller
 
 
-def _names(text: str) -> list[str]:
-    names = [name for name in text.split(",") if name]
-    bad = [name for name in names if name not in COOLABLE]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"{text!r}; allowed: a subset of {', '.join(COOLABLE)}")
-    return names
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 < value <= 1.0:
@@ -81,18 +73,13 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _cap(text: str) -> float:
-    value = float(text)
-    if not (math.isfinite(value) and value > 0.0):
-        raise argparse.ArgumentTypeError(f"{text!r}; allowed: a finite number > 0")
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cool", type=_names, required=True, help="controllers to cool")
+    parser.add_argument(
+        "--cool", type=names_from(COOLABLE), required=True, help="controllers to cool"
+    )
     parser.add_argument("--fraction", type=_fraction, default=0.25, help="of the decisions")
-    parser.add_argument("--cap", type=_cap, default=0.8, help="largest LR factor then")
+    parser.add_argument("--cap", type=_positive_float, default=0.8, help="largest LR factor then")
     parser.add_argument("bench", nargs=argparse.REMAINDER, help="-- then `ganno bench` args")
     args = parser.parse_args(argv)
     bench = args.bench[1:] if args.bench[:1] == ["--"] else args.bench

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,12 +53,21 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _names(text: str) -> list[str]:
-    names = [v.strip() for v in text.split(",") if v.strip()]
-    unknown = [n for n in names if n not in HAND_MADE]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"{unknown or text!r}: known: {sorted(HAND_MADE)}")
+def names_from(known: Iterable[str]) -> Callable[[str], list[str]]:
+    """An argparse type: comma-separated names, each one of `known`."""
+    known = sorted(known)
+
+    def names(text: str) -> list[str]:
+        chosen = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [n for n in chosen if n not in known]
+        if not chosen or unknown:
+            raise argparse.ArgumentTypeError(f"{unknown or text!r}: known: {known}")
+        return chosen
+
     return names
+
+
+_names = names_from(HAND_MADE)
 
 
 def _positive_float(text: str) -> float:

@@ -72,9 +72,9 @@ def test_bold_driver_under_the_cap_still_cuts_by_its_rule():
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     for argv, expected in [
-        (["--cool", "lars", "--", "--quick"], "allowed: a subset of ganno, ganno_global"),
+        (["--cool", "lars", "--", "--quick"], "['lars']: known: ['bold_driver', 'ganno'"),
         (["--cool", "ganno", "--fraction", "0", "--", "--quick"], "allowed: a number in (0, 1]"),
-        (["--cool", "ganno", "--cap", "nan", "--", "--quick"], "allowed: a finite number > 0"),
+        (["--cool", "ganno", "--cap", "nan", "--", "--quick"], "expected positive, finite"),
         (["--cool", "ganno", "--", "--quick", "--workers", "2"], "leave out --workers"),
     ]:
         with pytest.raises(SystemExit):
