@@ -39,8 +39,10 @@ def add_cooldown(controller: Controller, fraction: float, cap: float) -> Control
     if isinstance(controller, PolicyController):
         factors = [float(f) for f in controller.payload["lr_factors"]]
         allowed = [i for i, f in enumerate(factors) if f <= cap]
-        if not allowed or factors != sorted(factors):
+        if not allowed:
             raise ValueError(f"--cap {cap}: the policy's factors {factors} have none <= it")
+        if factors != sorted(factors):  # a smaller index must mean a smaller factor
+            raise ValueError(f"the policy's factors {factors} are not in rising order")
         top = max(allowed)
 
         def capped(observations: dict, infos: dict) -> dict:
