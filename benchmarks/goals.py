@@ -89,8 +89,8 @@ def oracle_against(
     """P(the oracle better than `base`) with its 95% CI, as the summary's P(ganno better)
     is computed; None where either has no runs.
 
-    The oracle is each condition's best constant LR, picked on these very test losses, which
-    no schedule can be tuned to. Its P says how far a well-chosen LR alone gets against
+    The oracle is each condition's constant LR from the suite's grid with the lowest mean
+    final val loss on these very networks: picked in hindsight, which no schedule can be. Its P says how far a well-chosen LR alone gets against
     `base` on this suite: a scale for ganno's P, not a bar it must clear.
     """
     per_condition = summary["per_condition"]
@@ -154,7 +154,7 @@ def goal_lines(
     if scale is not None:
         lines.append(
             f"- for scale, P(oracle better than bold_driver), overall: {_ci(scale)} (the "
-            "oracle: each condition's best constant LR, picked on these test losses)"
+            "oracle: each condition's best constant LR of the grid, picked on these networks)"
         )
     for cond in LR_CONDITIONS:
         if cond not in per_condition:
