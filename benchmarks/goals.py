@@ -90,8 +90,9 @@ def oracle_against(
     is computed; None where either has no runs.
 
     The oracle is each condition's constant LR from the suite's grid with the lowest mean
-    final val loss on these very networks: picked in hindsight, which no schedule can be. Its P says how far a well-chosen LR alone gets against
-    `base` on this suite: a scale for ganno's P, not a bar it must clear.
+    final val loss on these very networks: picked in hindsight, which no schedule can be.
+    Its P says how far a well-chosen LR alone gets against `base` on this suite: a scale
+    for ganno's P, not a bar it must clear.
     """
     per_condition = summary["per_condition"]
     oracle = next((o for o in ORACLES if o in summary["overall"]), None)
