@@ -69,14 +69,12 @@ def paired_wins(
     `base` on the network itself. Only the records the summary was built from count (its
     `inputs`, else its suite version); a lost run's test loss counts as infinite.
     """
-
-    def loss(record: dict[str, Any]) -> float:
-        value = record.get("test_loss")
-        return float(value) if value is not None and math.isfinite(value) else math.inf
-
-    theirs = {(r["condition"], r["seed"]): loss(r) for r in summary_records(summary, records, base)}
+    theirs = {
+        (r["condition"], r["seed"]): as_loss(r.get("test_loss"))
+        for r in summary_records(summary, records, base)
+    }
     pairs = [
-        (loss(r), theirs[key])
+        (as_loss(r.get("test_loss")), theirs[key])
         for r in summary_records(summary, records, "ganno")
         if (key := (r["condition"], r["seed"])) in theirs
     ]
