@@ -32,7 +32,7 @@ def add_cooldown(controller: Controller, fraction: float, cap: float) -> Control
     """The same controller, its LR growth capped at `cap` per decision from decision
     `(1 - fraction) * max_cycles` on."""
 
-    def cooling(controller: Controller) -> bool:
+    def cooling() -> bool:
         return controller.t >= controller.horizon * (1.0 - fraction)
 
     choose = controller.choose
@@ -47,14 +47,14 @@ def add_cooldown(controller: Controller, fraction: float, cap: float) -> Control
 
         def capped(observations: dict, infos: dict) -> dict:
             actions = choose(observations, infos)
-            if cooling(controller):
+            if cooling():
                 actions = {agent: min(int(a), top) for agent, a in actions.items()}
             return actions
 
     elif isinstance(controller, BoldDriver):
 
         def capped(observations: dict, infos: dict) -> dict:
-            if not cooling(controller):
+            if not cooling():
                 return choose(observations, infos)
             before = {agent: controller.lr[agent] for agent in observations}
             choose(observations, infos)  # the rule's step, then the cap
