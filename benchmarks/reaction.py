@@ -46,8 +46,8 @@ class Reaction:
         return len(self.after_rise) / total if total else float("nan")
 
     def add_run(self, val_curve: Sequence[float], lr_schedule: Sequence[Sequence[float]]) -> None:
-        """`val_curve[t]` is the val loss after interval t (t = 0: at reset) and
-        `lr_schedule[t]` the layers' LRs chosen at decision t, having seen `val_curve[t]`."""
+        """`val_curve[t]` is the val loss that decision t sees (t = 0: at reset, then after
+        interval t - 1) and `lr_schedule[t]` the layers' LRs it chose for interval t."""
         val = np.asarray(val_curve, dtype=np.float64)
         log_lr = np.log10(np.asarray(lr_schedule, dtype=np.float64)).mean(axis=1)
         decisions = min(len(log_lr), len(val))
